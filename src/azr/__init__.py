@@ -1,0 +1,3 @@
+"""Absolute Zero self-play reasoning."""
+
+__version__ = "0.1.0"
