@@ -1,0 +1,387 @@
+"""The `Executor`: a pool of warm sandbox workers behind a thread-safe, future-returning API.
+
+Each worker process is driven by one host thread that takes jobs from a shared queue. The host keeps
+its own deadline on every job (the worker's wall-clock cap plus a grace period): a worker that hangs
+or dies is killed and replaced, the job in flight gets a status, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from azr.executor.ast_check import BannedCodeError, check_expression, check_program, check_value_expression
+from azr.executor.config import ExecutorConfig
+from azr.executor.results import ExecResult, Status, Verdict
+from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, worker_launch
+from azr.executor.seccomp import build_filter
+
+_STARTUP_TIMEOUT_S = 30.0
+_HOST_GRACE_S = 5.0
+_MAX_MESSAGE_BYTES = 1 << 26
+
+
+class WorkerLostError(RuntimeError):
+    """The worker process died, hung past the host deadline, or broke the protocol."""
+
+
+class _WorkerProcess:
+    """One sandboxed worker process and the framed JSON protocol spoken with it."""
+
+    def __init__(self, launch: WorkerLaunch, filter_hex: str) -> None:
+        self.launch = launch
+        # Closed in kill(): the worker's stderr outlives __init__ for failure reports.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
+        self.process = subprocess.Popen(
+            launch.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=launch.env,
+            cwd=launch.cwd,
+            start_new_session=True,  # its own process group, so the fallback's children die with it
+        )
+        try:
+            self._send({"seccomp": filter_hex, "tmp": launch.tmp})
+            ready = self._receive(time.monotonic() + _STARTUP_TIMEOUT_S)
+        except WorkerLostError as error:
+            self.kill()
+            raise WorkerLostError(f"worker failed to start: {error}; stderr: {self.stderr_tail()}") from None
+        if not ready.get("ready"):
+            self.kill()
+            raise WorkerLostError(f"worker sent {ready!r} instead of its ready message")
+
+    def stderr_tail(self) -> str:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip()[-500:]
+
+    def _send(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message).encode()
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(struct.pack(">I", len(data)) + data)
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as error:
+            raise WorkerLostError(f"cannot write to worker: {error}") from None
+
+    def _read_exact(self, size: int, deadline: float) -> bytes:
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        chunks: list[bytes] = []
+        while size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, min(size, 1 << 20))
+            if not chunk:
+                code = self.process.poll()
+                raise WorkerLostError(f"worker exited (status {code})")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def _receive(self, deadline: float) -> dict[str, Any]:
+        try:
+            (size,) = struct.unpack(">I", self._read_exact(4, deadline))
+            if size > _MAX_MESSAGE_BYTES:
+                raise WorkerLostError(f"worker sent an oversized message ({size} bytes)")
+            message = json.loads(self._read_exact(size, deadline))
+        except TimeoutError:
+            raise WorkerLostError("no answer from the worker before the host deadline") from None
+        except ValueError as error:
+            raise WorkerLostError(f"malformed message from worker: {error}") from None
+        if not isinstance(message, dict):
+            raise WorkerLostError("malformed message from worker")
+        return message
+
+    def call(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one job and wait for its result, at most `timeout_s` seconds."""
+        self._send(job)
+        return self._receive(time.monotonic() + timeout_s)
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started, reap it and remove its scratch directory."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        self._stderr.close()
+        if self.launch.owned_dir:
+            shutil.rmtree(self.launch.owned_dir, ignore_errors=True)
+
+
+def _future_of(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _then(source: Future, transform: Callable[[Any], Any]) -> Future:
+    """A future holding `transform(source.result())`; `transform` may itself return a future."""
+    target: Future = Future()
+
+    def forward(done: Future) -> None:
+        try:
+            value = transform(done.result())
+        except BaseException as error:
+            target.set_exception(error)
+            return
+        if isinstance(value, Future):
+            value.add_done_callback(lambda inner: _copy_outcome(inner, target))
+        else:
+            target.set_result(value)
+
+    source.add_done_callback(forward)
+    return target
+
+
+def _copy_outcome(source: Future, target: Future) -> None:
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
+
+
+def _status_of(raw: dict[str, Any]) -> Status:
+    try:
+        return Status(raw.get("status"))
+    except ValueError:
+        return Status.SANDBOX_ERROR
+
+
+def _to_result(raw: dict[str, Any]) -> ExecResult:
+    status = _status_of(raw)
+    return ExecResult(
+        status=status,
+        output=raw.get("output") if status is Status.OK else None,
+        error=raw.get("error"),
+        seconds=float(raw.get("seconds", 0.0)),
+    )
+
+
+def _to_verdict(raw: dict[str, Any]) -> Verdict:
+    status = _status_of(raw)
+    return Verdict(
+        correct=status is Status.OK and raw.get("correct") is True,
+        status=status,
+        error=raw.get("error"),
+        seconds=float(raw.get("seconds", 0.0)),
+    )
+
+
+class Executor:
+    """Validates proposals and checks answers by running untrusted Python in sandboxed workers.
+
+    Thread-safe: any thread may submit; every method returns a `concurrent.futures.Future` at once.
+    Use as a context manager, or call `close()`, so that no worker process outlives it.
+    """
+
+    def __init__(self, config: ExecutorConfig | None = None) -> None:
+        self.config = config or ExecutorConfig()
+        self.sandboxed = resolve_sandboxed(
+            self.config.tmp_size_mb, self.config.require_sandbox, self.config.use_bwrap
+        )
+        self._filter_hex = build_filter().hex()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._live: set[_WorkerProcess] = set()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"azr-executor-{index}", daemon=True)
+            for index in range(self.config.worker_count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish queued jobs, stop every worker and reap it. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def worker_pids(self) -> list[int]:
+        """Host-side PIDs of the live worker processes (bwrap or python), for monitoring and tests."""
+        with self._lock:
+            return [worker.process.pid for worker in self._live]
+
+    def _start_worker(self) -> _WorkerProcess:
+        worker = _WorkerProcess(worker_launch(self.sandboxed, self.config.tmp_size_mb), self._filter_hex)
+        with self._lock:
+            self._live.add(worker)
+        return worker
+
+    def _retire(self, worker: _WorkerProcess) -> None:
+        with self._lock:
+            self._live.discard(worker)
+        worker.kill()
+
+    def _serve(self) -> None:
+        worker: _WorkerProcess | None = None
+        try:
+            worker = self._start_worker()
+        except (WorkerLostError, OSError):
+            worker = None  # retried when the first job arrives, which then reports the failure
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                break
+            job, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            worker, raw = self._execute(worker, job)
+            future.set_result(raw)
+        if worker is not None:
+            self._retire(worker)
+
+    def _execute(
+        self, worker: _WorkerProcess | None, job: dict[str, Any]
+    ) -> tuple[_WorkerProcess | None, dict[str, Any]]:
+        """Run `job`, replacing the worker when it dies; a job that loses its worker twice fails."""
+        host_deadline = job["wall_s"] + _HOST_GRACE_S
+        error = ""
+        for _attempt in range(2):
+            started = time.monotonic()
+            try:
+                if worker is None:
+                    worker = self._start_worker()
+                return worker, worker.call(job, host_deadline)
+            except (WorkerLostError, OSError) as lost:
+                error = str(lost)
+                if worker is not None:
+                    self._retire(worker)
+                    worker = None
+                if time.monotonic() - started >= host_deadline:
+                    return None, {"status": "timeout", "error": error, "seconds": host_deadline}
+        return None, {"status": "sandbox_error", "error": error, "seconds": 0.0}
+
+    # --- job submission ----------------------------------------------------------------------------------
+
+    def _submit(self, kind: str, **fields: Any) -> Future:
+        config = self.config
+        job = {
+            "kind": kind,
+            "cpu_s": config.timeout_s,
+            "wall_s": config.wall_timeout_s,
+            "memory_mb": config.memory_mb,
+            "max_output_chars": config.max_output_chars,
+            "max_file_mb": config.max_file_mb,
+            **fields,
+        }
+        future: Future = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is closed")
+            self._jobs.put((job, future))
+        return future
+
+    def _banned(self, check: Callable[..., None], text: str, **kwargs: Any) -> str | None:
+        try:
+            check(text, self.config.banned_modules, self.config.banned_names, **kwargs)
+        except BannedCodeError as error:
+            return str(error)
+        return None
+
+    def _run(self, program: str, input_expr: str) -> Future:
+        return _then(self._submit("run", program=program, input=input_expr), _to_result)
+
+    def _validate_checked(self, program: str, input_expr: str) -> Future:
+        reason = self._banned(check_expression, input_expr)
+        if reason is not None:
+            return _future_of(ExecResult(Status.BANNED, error=reason))
+        first = self._run(program, input_expr)
+        if not self.config.check_determinism:
+            return first
+
+        def second_run(result: ExecResult) -> ExecResult | Future:
+            # Only a successful first run earns a second one: failures are final and cost no more time.
+            if not result.ok:
+                return result
+            return _then(self._run(program, input_expr), lambda again: _compare_runs(result, again))
+
+        return _then(first, second_run)
+
+    def validate(self, program: str, input_expr: str) -> Future:
+        """Future[ExecResult]: AST ban check, then f(input) in the sandbox, twice for determinism."""
+        reason = self._banned(check_program, program)
+        if reason is not None:
+            return _future_of(ExecResult(Status.BANNED, error=reason))
+        return self._validate_checked(program, input_expr)
+
+    def validate_inputs(self, program: str, inputs: Sequence[str]) -> list[Future]:
+        """One Future[ExecResult] per input, all against the same program (induction proposals)."""
+        reason = self._banned(check_program, program)
+        if reason is not None:
+            return [_future_of(ExecResult(Status.BANNED, error=reason)) for _ in inputs]
+        return [self._validate_checked(program, input_expr) for input_expr in inputs]
+
+    def check_deduction(self, gold_output: str, predicted_output: str) -> Future:
+        """Future[Verdict]: does the predicted output evaluate to a value equal to the gold output?"""
+        reason = self._banned(check_value_expression, predicted_output, what="predicted output")
+        if reason is not None:
+            return _future_of(Verdict(False, Status.BANNED, error=reason))
+        job = self._submit("deduction", gold_output=gold_output, predicted_output=predicted_output)
+        return _then(job, _to_verdict)
+
+    def check_abduction(self, program: str, predicted_input: str, gold_output: str) -> Future:
+        """Future[Verdict]: does f(predicted_input) equal the gold output?"""
+        reason = self._banned(check_program, program) or self._banned(check_expression, predicted_input)
+        if reason is not None:
+            return _future_of(Verdict(False, Status.BANNED, error=reason))
+        job = self._submit("abduction", program=program, input=predicted_input, gold_output=gold_output)
+        return _then(job, _to_verdict)
+
+    def check_induction(self, candidate_program: str, pairs: Sequence[tuple[str, str]]) -> Future:
+        """Future[Verdict]: does the candidate reproduce every held-out (input, output) pair?"""
+        reason = self._banned(check_program, candidate_program)
+        if reason is not None:
+            return _future_of(Verdict(False, Status.BANNED, error=reason))
+        job = self._submit("induction", program=candidate_program, pairs=[list(pair) for pair in pairs])
+        return _then(job, _to_verdict)
+
+    def run_tests(self, program: str, test_code: str) -> Future:
+        """Future[Verdict]: exec program, then test code, in one namespace; correct iff nothing raised.
+
+        No AST ban here: benchmark solutions legitimately import sys or os; the sandbox contains them.
+        """
+        job = self._submit("tests", program=program, test_code=test_code)
+        return _then(job, _to_verdict)
+
+
+def _compare_runs(first: ExecResult, second: ExecResult) -> ExecResult:
+    seconds = first.seconds + second.seconds
+    if not second.ok:
+        error = f"second run: {second.error}" if second.error else "second run failed"
+        return ExecResult(second.status, error=error, seconds=seconds)
+    if first.output != second.output:
+        error = f"two runs disagree: {first.output!s:.200} vs {second.output!s:.200}"
+        return ExecResult(Status.NONDETERMINISTIC, error=error, seconds=seconds)
+    return ExecResult(Status.OK, output=first.output, seconds=seconds)
