@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from azr import __version__
+from azr.executor.cli import exec_app
 
 app = typer.Typer(
     name="azr",
@@ -12,6 +13,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(exec_app, name="exec")
 
 
 def _print_version(value: bool) -> None:

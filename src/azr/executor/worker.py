@@ -40,9 +40,9 @@ _PR_SET_SECCOMP = 22
 _SECCOMP_MODE_FILTER = 2
 _MAX_ERROR_CHARS = 500
 _MAX_RESULT_BYTES = 1 << 24
-_PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
-_PLAIN_CONTAINERS = (tuple, list, set, frozenset)
-_VALUE_NAMESPACE = {"__builtins__": {"set": set, "frozenset": frozenset}}
+# Exact types only: a subclass (Counter, a bool-like int) could carry a custom __eq__ or __repr__.
+_PLAIN_SCALARS = (type(None), type(Ellipsis), bool, int, float, complex, str, bytes)
+_PLAIN_CONTAINERS = (tuple, list, set, frozenset, dict)
 
 # Captured before any untrusted code runs: a program that rebinds builtins cannot fool the checks.
 _repr, _type, _len, _bool, _id, _eval = repr, type, len, bool, id, eval
@@ -106,10 +106,18 @@ def _write_all(fd, data):
 
 
 def _check_plain(value):
-    """Raise BadOutput unless `value` is plain data built from scalars, tuples, lists, sets and dicts."""
-    stack, on_path = [value], set()
+    """Raise BadOutput unless `value` is plain data built from scalars, tuples, lists, sets and dicts.
+
+    Shared sub-objects are fine (each is checked once); a container that contains itself is not.
+    """
+    verified, on_path = set(), set()
+    stack = [(value, False)]
     while stack:
-        item = stack.pop()
+        item, leaving = stack.pop()
+        if leaving:
+            on_path.discard(_id(item))
+            verified.add(_id(item))
+            continue
         kind = _type(item)
         if kind in _PLAIN_SCALARS:
             if kind is float and not _isfinite(item):
@@ -117,16 +125,19 @@ def _check_plain(value):
             if kind is complex and not (_isfinite(item.real) and _isfinite(item.imag)):
                 raise BadOutput("output contains a non-finite complex number")
             continue
-        if kind not in _PLAIN_CONTAINERS and kind is not dict:
+        if kind not in _PLAIN_CONTAINERS:
             raise BadOutput(f"output contains an object of type {kind.__name__!r:.60}, not plain data")
+        if _id(item) in verified:
+            continue
         if _id(item) in on_path:
             raise BadOutput("output contains a reference cycle")
         on_path.add(_id(item))
+        stack.append((item, True))
         if kind is dict:
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            stack.extend((child, False) for child in item.keys())
+            stack.extend((child, False) for child in item.values())
         else:
-            stack.extend(item)
+            stack.extend((child, False) for child in item)
 
 
 def _plain_repr(value, max_chars):
