@@ -131,6 +131,9 @@ class ExecutorConfig(BaseModel):
     check_determinism: bool = Field(True, description="Validate with two runs in separate processes.")
     require_sandbox: bool = Field(False, description="Refuse to run unless bubblewrap works.")
     use_bwrap: bool = Field(True, description="False skips bubblewrap and uses the weaker fallback.")
+    host_grace_s: float = Field(
+        5.0, gt=0, description="Extra wait past the wall cap before the host kills a silent worker."
+    )
     max_file_mb: int = Field(16, ge=0, description="Largest file a program may write (its private /tmp).")
     tmp_size_mb: int = Field(64, ge=1, description="Size of the worker's private /tmp (bubblewrap only).")
 

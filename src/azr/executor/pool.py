@@ -30,7 +30,6 @@ from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, worker_launch
 from azr.executor.seccomp import build_filter
 
 _STARTUP_TIMEOUT_S = 30.0
-_HOST_GRACE_S = 5.0
 _MAX_MESSAGE_BYTES = 1 << 26
 
 
@@ -266,7 +265,7 @@ class Executor:
         self, worker: _WorkerProcess | None, job: dict[str, Any]
     ) -> tuple[_WorkerProcess | None, dict[str, Any]]:
         """Run `job`, replacing the worker when it dies; a job that loses its worker twice fails."""
-        host_deadline = job["wall_s"] + _HOST_GRACE_S
+        host_deadline = job["wall_s"] + self.config.host_grace_s
         error = ""
         for _attempt in range(2):
             started = time.monotonic()

@@ -134,7 +134,7 @@ def _check_plain(value):
         on_path.add(_id(item))
         stack.append((item, True))
         if kind is dict:
-            stack.extend((child, False) for child in item.keys())
+            stack.extend((child, False) for child in item)  # the keys
             stack.extend((child, False) for child in item.values())
         else:
             stack.extend((child, False) for child in item)
@@ -250,7 +250,10 @@ def _child(job, result_fd, filter_bytes):
     """Run one job in the forked child and never return."""
     try:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        cpu = max(1, math.ceil(job["cpu_s"]))
+        # The profiling timer enforces the exact CPU budget (SIGPROF terminates); RLIMIT_CPU, in whole
+        # seconds and beyond the program's reach (setrlimit is denied by seccomp), backs it up.
+        signal.setitimer(signal.ITIMER_PROF, job["cpu_s"])
+        cpu = math.ceil(job["cpu_s"]) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         with open("/proc/self/statm") as statm:
             pages = int(statm.read().split()[0])
@@ -291,9 +294,8 @@ def _child(job, result_fd, filter_bytes):
 def _outcome_of_exit(wait_status, rusage, cpu_s):
     if os.WIFSIGNALED(wait_status):
         number = os.WTERMSIG(wait_status)
-        if number == signal.SIGXCPU or (
-            number == signal.SIGKILL and rusage.ru_utime + rusage.ru_stime >= cpu_s
-        ):
+        used = rusage.ru_utime + rusage.ru_stime
+        if number in (signal.SIGPROF, signal.SIGXCPU) or (number == signal.SIGKILL and used >= cpu_s):
             return {"status": "timeout", "error": f"CPU time limit of {cpu_s:g} s exceeded"}
         return {"status": "error", "error": f"killed by signal {signal.Signals(number).name}"}
     code = os.WEXITSTATUS(wait_status)
