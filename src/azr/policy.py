@@ -218,7 +218,7 @@ def load_policy(
 
     if gradient_checkpointing:
         # Non-reentrant checkpointing needs no `enable_input_require_grads` hack for frozen embeddings.
-        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     hf_model.to(resolved_device)
     return Policy(
         model=hf_model,
