@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 import typer
 
 from azr import __version__
@@ -29,3 +32,52 @@ def main(
     ),
 ) -> None:
     """Absolute Zero self-play reasoning."""
+
+
+@app.command()
+def train(
+    config: str = typer.Option(
+        "tiny-cpu", "--config", "-c", help="Preset name (tiny-cpu, paper-7b-coder) or a YAML config file."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="'embedded', a local transformers model directory, or a .gguf file."
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Total number of steps to reach."),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Run directory (default: runs/<preset>-<time>)."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override any config field, e.g. --set selfplay.batch_size=8 (repeatable)."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the run in this directory from its last complete checkpoint."
+    ),
+) -> None:
+    """Run Absolute Zero self-play training (propose, validate, solve, learn) and write a run directory."""
+    from rich.console import Console
+
+    from azr.config import ConfigError, dump_config, load_config
+    from azr.policy import ModelLoadError
+    from azr.run_dir import RunDir
+    from azr.trainer import run_training, summary_table
+
+    console = Console()
+    extra = (
+        list(overrides) + ([f"model.path={model}"] if model else []) + ([f"steps={steps}"] if steps else [])
+    )
+    try:
+        if resume is not None:
+            run, resolved = RunDir.open(resume)
+            if extra:
+                resolved = load_config(str(run.config_path), extra)
+                dump_config(resolved, run.config_path)
+        else:
+            resolved = load_config(config, extra)
+            target = run_dir or Path("runs") / f"{Path(config).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+            run = RunDir.create(target, resolved)
+        records = run_training(resolved, run, resume=resume is not None)
+    except (ConfigError, ModelLoadError, FileExistsError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(summary_table(records))
+    console.print(f"run directory: [bold]{run.root}[/bold]")

