@@ -10,8 +10,16 @@ import ast
 from collections.abc import Iterable
 
 
-class BannedCodeError(ValueError):
-    """Source that must not run: it does not parse, lacks `f`, or uses a banned module or name."""
+class RejectedCodeError(ValueError):
+    """Source refused before running."""
+
+
+class MalformedCodeError(RejectedCodeError):
+    """Source that cannot run: it does not parse, or the program lacks a usable `f`."""
+
+
+class BannedCodeError(RejectedCodeError):
+    """Source that must not run: it uses a banned module or name."""
 
 
 def _root_module(dotted: str) -> str:
@@ -48,7 +56,7 @@ def _parse(source: str, mode: str, what: str) -> ast.AST:
     try:
         return ast.parse(source, mode=mode)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as error:
-        raise BannedCodeError(f"{what} does not parse: {type(error).__name__}: {error}") from None
+        raise MalformedCodeError(f"{what} does not parse: {type(error).__name__}: {error}") from None
 
 
 def check_program(
@@ -57,7 +65,8 @@ def check_program(
     banned_names: Iterable[str],
     require_f: bool = True,
 ) -> None:
-    """Raise `BannedCodeError` unless `program` parses, defines `f(≥1 parameter)` and uses nothing banned."""
+    """Raise `MalformedCodeError` unless `program` parses and defines `f(≥1 parameter)`, and
+    `BannedCodeError` if it uses a banned module or name."""
     tree = _parse(program, "exec", "program")
     if require_f:
         entry = [
@@ -66,17 +75,18 @@ def check_program(
             if isinstance(node, ast.FunctionDef) and node.name == "f"
         ]
         if not entry:
-            raise BannedCodeError("program defines no top-level function `f`")
+            raise MalformedCodeError("program defines no top-level function `f`")
         arguments = entry[-1].args
         if not (arguments.posonlyargs or arguments.args or arguments.vararg):
-            raise BannedCodeError("`f` takes no positional parameter")
+            raise MalformedCodeError("`f` takes no positional parameter")
     _check_tree(tree, frozenset(banned_modules), frozenset(banned_names))
 
 
 def check_expression(
     expression: str, banned_modules: Iterable[str], banned_names: Iterable[str], what: str = "input"
 ) -> None:
-    """Raise `BannedCodeError` unless `expression` is an argument list (`'a', 3`) using nothing banned."""
+    """Raise `MalformedCodeError` unless `expression` is an argument list (`'a', 3`), `BannedCodeError`
+    if it uses anything banned."""
     tree = _parse(f"f({expression})", "eval", what)
     _check_tree(tree, frozenset(banned_modules), frozenset(banned_names))
 
@@ -84,6 +94,6 @@ def check_expression(
 def check_value_expression(
     expression: str, banned_modules: Iterable[str], banned_names: Iterable[str], what: str = "output"
 ) -> None:
-    """Raise `BannedCodeError` unless `expression` is a single expression using nothing banned."""
+    """Raise `MalformedCodeError` unless `expression` is one expression, `BannedCodeError` if banned."""
     tree = _parse(expression, "eval", what)
     _check_tree(tree, frozenset(banned_modules), frozenset(banned_names))

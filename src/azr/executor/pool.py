@@ -23,7 +23,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from azr.executor.ast_check import BannedCodeError, check_expression, check_program, check_value_expression
+from azr.executor.ast_check import (
+    BannedCodeError,
+    RejectedCodeError,
+    check_expression,
+    check_program,
+    check_value_expression,
+)
 from azr.executor.config import ExecutorConfig
 from azr.executor.results import ExecResult, Status, Verdict
 from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, worker_launch
@@ -302,20 +308,22 @@ class Executor:
             self._jobs.put((job, future))
         return future
 
-    def _banned(self, check: Callable[..., None], text: str, **kwargs: Any) -> str | None:
+    def _rejected(self, check: Callable[..., None], text: str, **kwargs: Any) -> ExecResult | None:
+        """None when `text` passes the static check, else why not: banned, or malformed (an error)."""
         try:
             check(text, self.config.banned_modules, self.config.banned_names, **kwargs)
-        except BannedCodeError as error:
-            return str(error)
+        except RejectedCodeError as error:
+            status = Status.BANNED if isinstance(error, BannedCodeError) else Status.ERROR
+            return ExecResult(status, error=str(error))
         return None
 
     def _run(self, program: str, input_expr: str) -> Future:
         return _then(self._submit("run", program=program, input=input_expr), _to_result)
 
     def _validate_checked(self, program: str, input_expr: str) -> Future:
-        reason = self._banned(check_expression, input_expr)
-        if reason is not None:
-            return _future_of(ExecResult(Status.BANNED, error=reason))
+        rejected = self._rejected(check_expression, input_expr)
+        if rejected is not None:
+            return _future_of(rejected)
         first = self._run(program, input_expr)
         if not self.config.check_determinism:
             return first
@@ -330,39 +338,39 @@ class Executor:
 
     def validate(self, program: str, input_expr: str) -> Future:
         """Future[ExecResult]: AST ban check, then f(input) in the sandbox, twice for determinism."""
-        reason = self._banned(check_program, program)
-        if reason is not None:
-            return _future_of(ExecResult(Status.BANNED, error=reason))
+        rejected = self._rejected(check_program, program)
+        if rejected is not None:
+            return _future_of(rejected)
         return self._validate_checked(program, input_expr)
 
     def validate_inputs(self, program: str, inputs: Sequence[str]) -> list[Future]:
         """One Future[ExecResult] per input, all against the same program (induction proposals)."""
-        reason = self._banned(check_program, program)
-        if reason is not None:
-            return [_future_of(ExecResult(Status.BANNED, error=reason)) for _ in inputs]
+        rejected = self._rejected(check_program, program)
+        if rejected is not None:
+            return [_future_of(rejected) for _ in inputs]
         return [self._validate_checked(program, input_expr) for input_expr in inputs]
 
     def check_deduction(self, gold_output: str, predicted_output: str) -> Future:
         """Future[Verdict]: does the predicted output evaluate to a value equal to the gold output?"""
-        reason = self._banned(check_value_expression, predicted_output, what="predicted output")
-        if reason is not None:
-            return _future_of(Verdict(False, Status.BANNED, error=reason))
+        rejected = self._rejected(check_value_expression, predicted_output, what="predicted output")
+        if rejected is not None:
+            return _future_of(_refusal(rejected))
         job = self._submit("deduction", gold_output=gold_output, predicted_output=predicted_output)
         return _then(job, _to_verdict)
 
     def check_abduction(self, program: str, predicted_input: str, gold_output: str) -> Future:
         """Future[Verdict]: does f(predicted_input) equal the gold output?"""
-        reason = self._banned(check_program, program) or self._banned(check_expression, predicted_input)
-        if reason is not None:
-            return _future_of(Verdict(False, Status.BANNED, error=reason))
+        rejected = self._rejected(check_program, program) or self._rejected(check_expression, predicted_input)
+        if rejected is not None:
+            return _future_of(_refusal(rejected))
         job = self._submit("abduction", program=program, input=predicted_input, gold_output=gold_output)
         return _then(job, _to_verdict)
 
     def check_induction(self, candidate_program: str, pairs: Sequence[tuple[str, str]]) -> Future:
         """Future[Verdict]: does the candidate reproduce every held-out (input, output) pair?"""
-        reason = self._banned(check_program, candidate_program)
-        if reason is not None:
-            return _future_of(Verdict(False, Status.BANNED, error=reason))
+        rejected = self._rejected(check_program, candidate_program)
+        if rejected is not None:
+            return _future_of(_refusal(rejected))
         job = self._submit("induction", program=candidate_program, pairs=[list(pair) for pair in pairs])
         return _then(job, _to_verdict)
 
@@ -373,6 +381,10 @@ class Executor:
         """
         job = self._submit("tests", program=program, test_code=test_code)
         return _then(job, _to_verdict)
+
+
+def _refusal(rejected: ExecResult) -> Verdict:
+    return Verdict(correct=False, status=rejected.status, error=rejected.error)
 
 
 def _compare_runs(first: ExecResult, second: ExecResult) -> ExecResult:
