@@ -1,0 +1,260 @@
+"""Prompt formats: versioned template files plus the rules for reading answers back.
+
+A format is a directory `templates/<name>/<version>/` holding one `.txt` template per piece
+(`deduction_propose.txt`, `io_reference.txt`, …) and a `format.json` that gives, per prompt template, the
+stop strings for generation and the `prefix`: text the prompt ends with that belongs to the answer (the
+completion format ends proposer prompts with `def f(` so a small model starts writing a function at once;
+the parser puts it back). Templates use `string.Template` placeholders (`$program`), so the braces of Python
+code need no escaping; one trailing newline of each file is dropped, which matters for prompts that must end
+exactly on `==`.
+
+Two families exist. `r1` is the paper's: reasoning in `<think>`, the answer in `<answer>` with fenced
+blocks. `completion` is few-shot code completion for small or base models (CRUXEval style): examples are
+code followed by `assert f(<input>) == <output>`, and the model simply continues the pattern.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from functools import cache
+from importlib import resources
+from string import Template
+from typing import ClassVar
+
+from azr.parsing import (
+    BadFormat,
+    assert_call,
+    check_arguments,
+    check_program,
+    check_value,
+    clip,
+    fenced_block,
+    fenced_blocks,
+    think_answer,
+)
+
+TEMPLATE_ROOT = "templates"
+
+
+class PromptFormat(ABC):
+    """A prompt family at one version: renders templates, knows stop strings and extracts answers."""
+
+    name: ClassVar[str]
+
+    def __init__(self, version: str = "v1") -> None:
+        self.version = version
+        directory = resources.files("azr.prompts").joinpath(TEMPLATE_ROOT, self.name, version)
+        if not directory.is_dir():
+            raise ValueError(f"prompt format {self.name!r} has no version {version!r}")
+        self._directory = directory
+        self._settings: dict[str, dict] = json.loads(directory.joinpath("format.json").read_text("utf-8"))
+        self._templates: dict[str, Template] = {}
+
+    def template_names(self) -> list[str]:
+        """Every template of this format version, by file stem."""
+        return sorted(entry.name[:-4] for entry in self._directory.iterdir() if entry.name.endswith(".txt"))
+
+    def render(self, template: str, **fields: str) -> str:
+        """Fill template `template` (file stem) with `fields`; a missing field is a KeyError naming it."""
+        if template not in self._templates:
+            path = self._directory.joinpath(f"{template}.txt")
+            if not path.is_file():
+                raise ValueError(f"format {self.name}/{self.version} has no template {template!r}")
+            text = path.read_text("utf-8")
+            self._templates[template] = Template(text.removesuffix("\n"))
+        # Solver prompts with no worked examples would otherwise open on blank lines.
+        return self._templates[template].substitute(fields).lstrip("\n")
+
+    def stop(self, template: str) -> list[str]:
+        """Stop strings for generating the response to prompt `template`."""
+        return list(self._settings.get(template, {}).get("stop", []))
+
+    def prefix(self, template: str) -> str:
+        """Text the prompt ends with that is the start of the answer (put back before parsing)."""
+        return self._settings.get(template, {}).get("prefix", "")
+
+    @abstractmethod
+    def program_and_input(self, template: str, response: str) -> tuple[str, str] | BadFormat:
+        """(program, input) from a proposer response."""
+
+    @abstractmethod
+    def inputs_and_message(self, template: str, response: str) -> tuple[list[str], str] | BadFormat:
+        """(inputs, message) from an induction proposer response; inputs are argument lists."""
+
+    @abstractmethod
+    def value(self, template: str, response: str) -> str | BadFormat:
+        """A Python value expression (e.g. a predicted output) from a solver response."""
+
+    @abstractmethod
+    def arguments(self, template: str, response: str) -> str | BadFormat:
+        """An argument list (e.g. a predicted input) from a solver response."""
+
+    @abstractmethod
+    def program(self, template: str, response: str) -> str | BadFormat:
+        """A program from a solver response."""
+
+
+def _checked_inputs(candidates: list[str]) -> list[str]:
+    """The candidates that are valid argument lists, in order."""
+    return [arguments for arguments in candidates if not isinstance(check_arguments(arguments), BadFormat)]
+
+
+class R1Format(PromptFormat):
+    """The paper's format: `<think>…</think><answer>…</answer>`, pieces in fenced blocks inside the answer."""
+
+    name = "r1"
+
+    def _answer(self, template: str, response: str) -> str | BadFormat:
+        return think_answer(self.prefix(template) + clip(response))
+
+    def program_and_input(self, template: str, response: str) -> tuple[str, str] | BadFormat:
+        answer = self._answer(template, response)
+        if isinstance(answer, BadFormat):
+            return answer
+        program, inputs = fenced_block(answer, ("python", "py")), fenced_block(answer, ("input",))
+        if program is None or inputs is None:
+            return BadFormat("answer lacks a ```python or ```input block")
+        program, inputs = check_program(program), check_arguments(inputs)
+        if isinstance(program, BadFormat):
+            return program
+        if isinstance(inputs, BadFormat):
+            return inputs
+        return program, inputs
+
+    def inputs_and_message(self, template: str, response: str) -> tuple[list[str], str] | BadFormat:
+        answer = self._answer(template, response)
+        if isinstance(answer, BadFormat):
+            return answer
+        blocks = fenced_blocks(answer)
+        message = fenced_block(answer, ("message",))
+        if message is None or not message.strip():
+            return BadFormat("answer lacks a ```message block")
+        inputs = _checked_inputs([body.strip() for language, body in blocks if language == "input"])
+        if not inputs:
+            return BadFormat("answer has no valid ```input block")
+        return inputs, message.strip()
+
+    def _block_or_text(self, template: str, response: str, languages: tuple[str, ...]) -> str | BadFormat:
+        """The answer's fenced block in one of `languages`, or the whole answer when it has no fences."""
+        answer = self._answer(template, response)
+        if isinstance(answer, BadFormat):
+            return answer
+        block = fenced_block(answer, languages)
+        if block is not None:
+            return block
+        if "```" in answer:
+            return BadFormat(f"answer has no closed ```{languages[0]} block")
+        return answer
+
+    def value(self, template: str, response: str) -> str | BadFormat:
+        text = self._block_or_text(template, response, ("output", "python", ""))
+        return text if isinstance(text, BadFormat) else check_value(text)
+
+    def arguments(self, template: str, response: str) -> str | BadFormat:
+        text = self._block_or_text(template, response, ("input", "python", ""))
+        return text if isinstance(text, BadFormat) else check_arguments(text)
+
+    def program(self, template: str, response: str) -> str | BadFormat:
+        text = self._block_or_text(template, response, ("python", "py", ""))
+        return text if isinstance(text, BadFormat) else check_program(text)
+
+
+class CompletionFormat(PromptFormat):
+    """Few-shot code completion: the model continues a file of functions and `assert f(...) == ...` lines.
+
+    Parsing reads the prompt's prefix plus the response: a program is every line up to the first top-level
+    `assert f(`, an input is the argument list of such an assert, an answer is the rest of the line.
+    """
+
+    name = "completion"
+
+    def _text(self, template: str, response: str) -> str:
+        return (self.prefix(template) + clip(response)).replace("\r\n", "\n")
+
+    def program_and_input(self, template: str, response: str) -> tuple[str, str] | BadFormat:
+        lines = self._text(template, response).split("\n")
+        for index, line in enumerate(lines):
+            if line.startswith("assert f("):
+                program = check_program("\n".join(lines[:index]))
+                if isinstance(program, BadFormat):
+                    return program
+                found = assert_call(line)
+                arguments = found[0] if found else _leading_call(line)
+                if arguments is None:
+                    return BadFormat("assert line has no readable call")
+                return program, arguments
+        return BadFormat("no `assert f(...)` line after the program")
+
+    def inputs_and_message(self, template: str, response: str) -> tuple[list[str], str] | BadFormat:
+        message = ""
+        candidates: list[str] = []
+        for line in self._text(template, response).split("\n"):
+            stripped = line.strip()
+            if stripped.startswith("#") and not message:
+                message = stripped.lstrip("#").strip()
+            elif stripped.startswith(("assert f(", "f(")):
+                found = assert_call(stripped)
+                arguments = found[0] if found else _leading_call(stripped)
+                if arguments is not None:
+                    candidates.append(arguments)
+        if not message:
+            return BadFormat("no `# message` line")
+        inputs = _checked_inputs(candidates)
+        if not inputs:
+            return BadFormat("no readable `assert f(...)` line")
+        return inputs, message
+
+    def value(self, template: str, response: str) -> str | BadFormat:
+        line = self._text(template, response).split("\n", 1)[0]
+        return check_value(line)
+
+    def arguments(self, template: str, response: str) -> str | BadFormat:
+        line = self._text(template, response).split("\n", 1)[0].strip()
+        found = assert_call(line)
+        if found is None:
+            return BadFormat("not a call `f(...)`")
+        return found[0]
+
+    def program(self, template: str, response: str) -> str | BadFormat:
+        lines = self._text(template, response).split("\n")
+        # The program ends where the next example starts: an assert or comment at column 0.
+        end = next(
+            (index for index, line in enumerate(lines) if index and line.startswith(("assert", "#"))),
+            len(lines),
+        )
+        return check_program("\n".join(lines[:end]))
+
+
+MAX_CUTS = 4
+"""Cut points tried by `_leading_call`; bounds its cost on lines full of ` == `."""
+
+
+def _leading_call(line: str) -> str | None:
+    """The argument list of `assert f(ARGS) == <anything>` when the expected part does not parse.
+
+    Proposers are only asked for inputs (the executor computes outputs), so a garbled expected value
+    should not throw a good input away. The call is cut at the first ` == ` that leaves a valid call.
+    """
+    body = line.strip().removeprefix("assert ").strip()
+    start = 0
+    for _ in range(MAX_CUTS):
+        cut = body.find(" == ", start)
+        if cut < 0:
+            return None
+        found = assert_call(body[:cut])
+        if found is not None:
+            return found[0]
+        start = cut + 1
+    return None
+
+
+FORMATS: dict[str, type[PromptFormat]] = {R1Format.name: R1Format, CompletionFormat.name: CompletionFormat}
+
+
+@cache
+def get_format(name: str, version: str = "v1") -> PromptFormat:
+    """The prompt format `name` at `version` (cached: templates are read once)."""
+    if name not in FORMATS:
+        raise ValueError(f"unknown prompt format {name!r}; known: {', '.join(sorted(FORMATS))}")
+    return FORMATS[name](version)

@@ -1,0 +1,124 @@
+"""Growing a seed buffer from the identity task with the policy's own proposals, before any update (SPEC 7).
+
+Generation is a plain callable, `generate(prompts, request) -> responses`, so the loop runs the same with a
+real model, a remote server or a scripted fake in tests.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from azr.buffer import task_key
+from azr.tasks.base import Proposal, Role, Task, TaskType
+
+if TYPE_CHECKING:
+    from azr.executor import Executor
+    from azr.prompts import PromptFormat
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What a batch of prompts is for, and the stop strings its responses should end at."""
+
+    task_type: str
+    role: Role
+    stop: list[str]
+
+
+Generate = Callable[[list[str], GenerationRequest], list[str]]
+
+
+@dataclass(frozen=True)
+class SeedingResult:
+    """The grown task list (initial tasks first) and how it went; `reached` says if `target` was met."""
+
+    tasks: list[Task]
+    target: int
+    proposals: int
+    valid: int
+    rounds: int
+
+    @property
+    def reached(self) -> bool:
+        return len(self.tasks) >= self.target
+
+
+def proposal_of(task: Task) -> Proposal:
+    """The proposal that would have produced `task`: used to re-validate tasks made elsewhere."""
+    return Proposal(program=task.program, input=task.input, inputs=task.inputs, message=task.message)
+
+
+def validate_seed_tasks(
+    task_type: TaskType, executor: Executor, tasks: Sequence[Task], step: int = 0
+) -> list[Task]:
+    """Re-run seed tasks in our sandbox: outputs are recomputed, invalid and duplicate tasks dropped.
+
+    Seed files were produced by other executors (other Python versions, no determinism check), so their
+    stored outputs are not trusted.
+    """
+    futures = task_type.validate_batch(executor, [proposal_of(task) for task in tasks], step)
+    kept: dict[str, Task] = {}
+    for future in futures:
+        validation = future.result()
+        if validation.task is not None:
+            kept.setdefault(task_key(validation.task), validation.task)
+    return list(kept.values())
+
+
+def grow_seed_tasks(
+    task_type: TaskType,
+    fmt: PromptFormat,
+    executor: Executor,
+    generate: Generate,
+    initial: Sequence[Task],
+    target: int,
+    rng: random.Random,
+    *,
+    programs: Sequence[Task] = (),
+    references: int = 6,
+    batch_size: int = 16,
+    max_proposals: int | None = None,
+) -> SeedingResult:
+    """Propose batches from the growing task list until it holds `target` distinct valid tasks.
+
+    `initial` are the starting tasks (at least the identity task). Proposer prompts show `references`
+    tasks sampled from the list; an induction prompt is about one program drawn from `programs` (the
+    program-and-input tasks) and shows up to `references` induction tasks as worked examples. Stops after
+    `max_proposals` proposals (default 20·target) whether or not the target was reached: a model that cannot
+    produce valid tasks ends with `reached == False` instead of looping forever.
+    """
+    if not initial:
+        raise ValueError("seeding needs at least one initial task (the identity task)")
+    limit = max_proposals if max_proposals is not None else 20 * target
+    tasks: dict[str, Task] = {}
+    for task in initial:
+        tasks.setdefault(task_key(task), task)
+    proposals = valid = rounds = 0
+    while len(tasks) < target and proposals < limit:
+        rounds += 1
+        pool = list(tasks.values())
+        count = min(batch_size, limit - proposals)
+        prompts = []
+        for _ in range(count):
+            shown = rng.sample(pool, min(references, len(pool)))
+            if programs:
+                shown = [rng.choice(programs), *shown]
+            prompts.append(task_type.proposer_prompt(fmt, shown))
+        request = GenerationRequest(task_type.name, "propose", task_type.stop(fmt, "propose"))
+        responses = generate([prompt.text for prompt in prompts], request)
+        if len(responses) != len(prompts):
+            raise ValueError(f"generate returned {len(responses)} responses for {len(prompts)} prompts")
+        parsed = [
+            task_type.parse_proposal(fmt, prompt, response)
+            for prompt, response in zip(prompts, responses, strict=True)
+        ]
+        proposals += count
+        for future in task_type.validate_batch(executor, parsed):
+            validation = future.result()
+            if validation.task is not None:
+                valid += 1
+                tasks.setdefault(task_key(validation.task), validation.task)
+    return SeedingResult(list(tasks.values()), target, proposals, valid, rounds)

@@ -1,0 +1,197 @@
+"""What every task type shares: the task record, a parsed proposal, a validation outcome and `TaskType`.
+
+A task type plays both roles. As proposer it renders a prompt from buffer references, parses the response
+into a `Proposal` and validates it with the executor into a `Task`. As solver it renders a prompt for a
+`Task`, parses the answer and has the executor judge it. Every executor call returns a `Future`, so the
+trainer can submit a whole batch and keep generating while the sandbox works.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+
+from azr.parsing import BadFormat
+
+if TYPE_CHECKING:
+    from azr.executor import ExecResult, Executor, Verdict
+    from azr.prompts import PromptFormat
+
+Role = Literal["propose", "solve"]
+ROLES: tuple[Role, ...] = ("propose", "solve")
+
+IDENTITY_PROGRAM = "def f(a):\n    return a"
+IDENTITY_INPUT = '"Hello world"'
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated task. Program-and-input types fill `input`/`output` (o = f(i), both Python source);
+    induction fills `inputs`/`outputs` (all pairs, in order) and `message`. `step` is when it was added."""
+
+    program: str
+    input: str = ""
+    output: str = ""
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    message: str = ""
+    step: int = 0
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (input, output) pairs of an induction task."""
+        return list(zip(self.inputs, self.outputs, strict=True))
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A parsed proposer response, not yet validated: a program and one input, or (induction) the given
+    program with several inputs and a message."""
+
+    program: str
+    input: str = ""
+    inputs: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of validating a proposal: `task` is set when valid, else `reason` says why not."""
+
+    task: Task | None
+    reason: str = "ok"
+
+    @property
+    def valid(self) -> bool:
+        return self.task is not None
+
+
+@dataclass(frozen=True)
+class ProposerPrompt:
+    """A rendered proposer prompt, with the program it is about when the task type elaborates a given
+    program (induction); the parser needs that program back."""
+
+    text: str
+    program: str | None = None
+    references: tuple[Task, ...] = field(default=(), repr=False)
+
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def done(value: T) -> Future[T]:
+    """An already-completed Future, for outcomes known without running anything."""
+    future: Future[T] = Future()
+    future.set_result(value)
+    return future
+
+
+def then(future: Future[T], transform: Callable[[T], U]) -> Future[U]:
+    """A Future of `transform(result)`; an exception in either step is carried, never lost."""
+    out: Future[U] = Future()
+
+    def finish(source: Future[T]) -> None:
+        try:
+            out.set_result(transform(source.result()))
+        except Exception as error:  # delivered to whoever waits on `out`
+            out.set_exception(error)
+
+    future.add_done_callback(finish)
+    return out
+
+
+def gather(futures: Sequence[Future[T]]) -> Future[list[T]]:
+    """One Future of all results, in order, completed when the last one is."""
+    out: Future[list[T]] = Future()
+    if not futures:
+        out.set_result([])
+        return out
+    remaining = [len(futures)]
+
+    def finish(_: Future[T]) -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            try:
+                out.set_result([future.result() for future in futures])
+            except Exception as error:
+                out.set_exception(error)
+
+    for future in futures:
+        future.add_done_callback(finish)
+    return out
+
+
+def invalid_reason(result: ExecResult) -> str:
+    """A short reason for a failed run, e.g. `error: ZeroDivisionError`."""
+    status = getattr(result.status, "value", str(result.status))
+    return f"{status}: {result.error}" if result.error else str(status)
+
+
+class TaskType(ABC):
+    """One kind of reasoning task, both roles. Subclasses live in their own module and register
+    themselves in `azr.tasks.TASK_TYPES` under `name`; template files are named `<name>_<role>.txt`."""
+
+    name: ClassVar[str]
+
+    def template(self, role: Role) -> str:
+        """The template file stem for a role, e.g. `deduction_propose`."""
+        return f"{self.name}_{role}"
+
+    def stop(self, fmt: PromptFormat, role: Role) -> list[str]:
+        """Stop strings for generating this role's responses in `fmt`."""
+        return fmt.stop(self.template(role))
+
+    @abstractmethod
+    def seed_tasks(self) -> list[Task]:
+        """The trivial task(s) a fresh buffer of this type starts from (the identity function)."""
+
+    @abstractmethod
+    def proposer_prompt(self, fmt: PromptFormat, references: Sequence[Task]) -> ProposerPrompt:
+        """A proposer prompt showing `references` (tasks sampled from the buffer)."""
+
+    @abstractmethod
+    def parse_proposal(
+        self, fmt: PromptFormat, prompt: ProposerPrompt, response: str
+    ) -> Proposal | BadFormat:
+        """The proposal in a proposer response, or why it could not be read. Never raises."""
+
+    @abstractmethod
+    def validate(self, executor: Executor, proposal: Proposal, step: int = 0) -> Future[Validation]:
+        """Run the proposal in the sandbox; the Future holds the validated task or the reason it failed."""
+
+    @abstractmethod
+    def solver_prompt(self, fmt: PromptFormat, task: Task, examples: Sequence[Task] = ()) -> str:
+        """A solver prompt for `task`. `examples` are solved buffer tasks shown first; formats that learn
+        from worked examples (completion) render them, others ignore them."""
+
+    @abstractmethod
+    def parse_answer(self, fmt: PromptFormat, response: str) -> str | BadFormat:
+        """The answer in a solver response, or why it could not be read. Never raises."""
+
+    @abstractmethod
+    def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
+        """Have the executor check a parsed answer against `task`."""
+
+    def validate_batch(
+        self, executor: Executor, proposals: Sequence[Proposal | BadFormat], step: int = 0
+    ) -> list[Future[Validation]]:
+        """Submit every proposal at once; unparsed ones resolve immediately as invalid ("bad format")."""
+        return [
+            done(Validation(None, f"bad format: {proposal.reason}"))
+            if isinstance(proposal, BadFormat)
+            else self.validate(executor, proposal, step)
+            for proposal in proposals
+        ]
+
+    def judge_batch(
+        self, executor: Executor, tasks: Sequence[Task], answers: Sequence[str | BadFormat]
+    ) -> list[Future[Verdict] | None]:
+        """Submit every parsed answer at once; an unparsed answer gets None (nothing to run)."""
+        return [
+            None if isinstance(answer, BadFormat) else self.judge(executor, task, answer)
+            for task, answer in zip(tasks, answers, strict=True)
+        ]

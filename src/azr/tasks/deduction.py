@@ -1,0 +1,36 @@
+"""Deduction: given a program and an input, predict the output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+from azr.parsing import BadFormat
+from azr.tasks.base import Task
+from azr.tasks.program_io import ProgramIOTaskType
+
+if TYPE_CHECKING:
+    from azr.executor import Executor, Verdict
+    from azr.prompts import PromptFormat
+
+
+class Deduction(ProgramIOTaskType):
+    """The solver sees (p, i) and answers o; correct when it equals f(i) as a value."""
+
+    name = "deduction"
+
+    def solver_prompt(self, fmt: PromptFormat, task: Task, examples: Sequence[Task] = ()) -> str:
+        shown = "\n\n".join(
+            fmt.render(
+                "deduction_example", program=example.program, input=example.input, output=example.output
+            )
+            for example in examples
+        )
+        return fmt.render(self.template("solve"), examples=shown, program=task.program, input=task.input)
+
+    def parse_answer(self, fmt: PromptFormat, response: str) -> str | BadFormat:
+        return fmt.value(self.template("solve"), response)
+
+    def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
+        return executor.check_deduction(task.output, answer)

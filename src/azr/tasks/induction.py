@@ -1,0 +1,154 @@
+"""Induction: given a message and half of N (input, output) pairs, write a program that fits them all.
+
+The proposer is shown one program (sampled from the program-and-input buffers) and asked for N inputs and a
+message hinting at what the program does; the executor computes the outputs. The solver sees the message
+and the first half of the pairs and is judged on the held-out second half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+from azr.parsing import BadFormat, normalize_arguments
+from azr.tasks.base import (
+    IDENTITY_PROGRAM,
+    Proposal,
+    ProposerPrompt,
+    Task,
+    TaskType,
+    Validation,
+    gather,
+    then,
+)
+
+if TYPE_CHECKING:
+    from azr.executor import ExecResult, Executor, Verdict
+    from azr.prompts import PromptFormat
+
+# The identity seed's inputs are their own reprs, so the outputs below are exact.
+IDENTITY_INPUTS = (
+    "'Hello world'",
+    "1",
+    "-2.5",
+    "[1, 2, 3]",
+    "(4, 'b')",
+    "{'k': 0}",
+    "True",
+    "None",
+    "''",
+    "'a b c'",
+)
+
+
+def one_line(message: str) -> str:
+    """A message on one line: formats show it as a single comment or block line."""
+    return " ".join(message.split())
+
+
+class Induction(TaskType):
+    """Induction with `n_inputs` (N) pairs per task: N/2 shown to the solver, the rest held out."""
+
+    name = "induction"
+
+    def __init__(self, n_inputs: int = 10) -> None:
+        if n_inputs < 2:
+            raise ValueError("induction needs at least 2 inputs: one shown, one held out")
+        self.n_inputs = n_inputs
+
+    def seed_tasks(self) -> list[Task]:
+        inputs = IDENTITY_INPUTS[: self.n_inputs]
+        return [
+            Task(IDENTITY_PROGRAM, inputs=inputs, outputs=inputs, message="Returns its argument unchanged.")
+        ]
+
+    @staticmethod
+    def split(task: Task) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(shown, held out) pairs of a task: the first half is shown."""
+        pairs = task.pairs
+        half = len(pairs) // 2
+        return pairs[:half], pairs[half:]
+
+    def _pairs(self, fmt: PromptFormat, pairs: Sequence[tuple[str, str]]) -> str:
+        return "\n".join(fmt.render("pair", input=inp, output=out) for inp, out in pairs)
+
+    def proposer_prompt(self, fmt: PromptFormat, references: Sequence[Task]) -> ProposerPrompt:
+        """`references[0]` is the program to write inputs for (any buffer task); the rest are induction
+        tasks shown as worked examples."""
+        if not references:
+            raise ValueError("an induction proposer prompt needs a program: pass at least one reference")
+        target, examples = references[0], references[1:]
+        shown = "\n\n".join(
+            fmt.render(
+                "induction_propose_example",
+                program=task.program,
+                message=one_line(task.message),
+                pairs=self._pairs(fmt, task.pairs[: self.n_inputs]),
+            )
+            for task in examples
+        )
+        text = fmt.render(
+            self.template("propose"), examples=shown, program=target.program, count=str(self.n_inputs)
+        )
+        return ProposerPrompt(text, target.program, tuple(references))
+
+    def parse_proposal(
+        self, fmt: PromptFormat, prompt: ProposerPrompt, response: str
+    ) -> Proposal | BadFormat:
+        if prompt.program is None:
+            return BadFormat("induction prompt without a program")
+        parsed = fmt.inputs_and_message(self.template("propose"), response)
+        if isinstance(parsed, BadFormat):
+            return parsed
+        inputs, message = parsed
+        # Duplicates cannot make distinct pairs; extra inputs beyond 2N only cost sandbox time.
+        distinct: dict[str, str] = {}
+        for inp in inputs:
+            distinct.setdefault(normalize_arguments(inp), inp)
+        return Proposal(
+            program=prompt.program,
+            inputs=tuple(list(distinct.values())[: 2 * self.n_inputs]),
+            message=message,
+        )
+
+    def validate(self, executor: Executor, proposal: Proposal, step: int = 0) -> Future[Validation]:
+        def to_validation(results: list[ExecResult]) -> Validation:
+            pairs = [
+                (inp, result.output)
+                for inp, result in zip(proposal.inputs, results, strict=True)
+                if result.ok and result.output is not None
+            ]
+            if len(pairs) < self.n_inputs:
+                return Validation(None, f"only {len(pairs)} valid inputs, need {self.n_inputs}")
+            kept = pairs[: self.n_inputs]
+            return Validation(
+                Task(
+                    proposal.program,
+                    inputs=tuple(inp for inp, _ in kept),
+                    outputs=tuple(out for _, out in kept),
+                    message=proposal.message,
+                    step=step,
+                )
+            )
+
+        return then(gather(executor.validate_inputs(proposal.program, list(proposal.inputs))), to_validation)
+
+    def solver_prompt(self, fmt: PromptFormat, task: Task, examples: Sequence[Task] = ()) -> str:
+        shown = "\n\n".join(
+            fmt.render(
+                "induction_solve_example",
+                message=one_line(example.message),
+                pairs=self._pairs(fmt, self.split(example)[0]),
+                program=example.program,
+            )
+            for example in examples
+        )
+        pairs = self._pairs(fmt, self.split(task)[0])
+        return fmt.render(self.template("solve"), examples=shown, message=one_line(task.message), pairs=pairs)
+
+    def parse_answer(self, fmt: PromptFormat, response: str) -> str | BadFormat:
+        return fmt.program(self.template("solve"), response)
+
+    def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
+        return executor.check_induction(answer, self.split(task)[1])
