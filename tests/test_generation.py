@@ -1,0 +1,157 @@
+"""The transformers generation backend: per-row parameters, padding, log-probs, seeds."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from azr.generation import (
+    Completion,
+    SamplingParams,
+    TransformersBackend,
+    _top_p_filter,
+    chat_prompt,
+)
+from azr.policy import Policy, pack_sequences, sequence_logprobs
+
+PROMPTS = [
+    "def f(a):\n    return a[::-1]\n\nassert f('abc') ==",
+    "Hello",
+    "The quick brown fox jumps over the lazy dog. " * 3,
+]
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
+
+
+def test_greedy_is_deterministic_and_unaffected_by_left_padding(tiny_backend: TransformersBackend) -> None:
+    batched = tiny_backend.generate(PROMPTS, GREEDY)
+    for prompt, in_batch in zip(PROMPTS, batched, strict=True):
+        [alone] = tiny_backend.generate([prompt], GREEDY)
+        assert alone.response_ids == in_batch.response_ids
+        assert alone.text == in_batch.text
+    assert [c.prompt for c in batched] == PROMPTS
+
+
+def test_per_row_stop_strings_and_token_budgets(tiny_backend: TransformersBackend) -> None:
+    reference = tiny_backend.generate([PROMPTS[0]], GREEDY)[0].text
+    stop = reference[4:7]
+    assert stop.strip(), "the reference text should have a non-blank piece to stop on"
+    params = [
+        SamplingParams(temperature=0.0, max_new_tokens=12, stop=("never appears", stop)),
+        SamplingParams(temperature=0.0, max_new_tokens=3),
+        SamplingParams(temperature=1.0, max_new_tokens=7),
+    ]
+    stopped, short, sampled = tiny_backend.generate(PROMPTS, params, seed=0)
+
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == reference[: reference.index(stop)]
+    decoded = tiny_backend.tokenizer.decode(stopped.response_ids, skip_special_tokens=True)
+    assert decoded.startswith(stopped.text + stop), "the stop string's tokens stay in response_ids"
+    stop_free = tiny_backend.tokenizer.decode(stopped.response_ids[:-1], skip_special_tokens=True)
+    assert stop not in stop_free, "generation ends at the token that completes the stop string"
+
+    assert short.finish_reason == "length" and len(short.response_ids) == 3
+    assert sampled.finish_reason == "length" and len(sampled.response_ids) == 7
+    for completion in (short, sampled):
+        assert completion.text == tiny_backend.tokenizer.decode(
+            completion.response_ids, skip_special_tokens=True
+        )
+        assert len(completion.logprobs) == len(completion.response_ids)
+
+
+def test_eos_ends_a_row_and_stays_in_response_ids(tiny_policy: Policy) -> None:
+    first_token = (
+        TransformersBackend.from_policy(tiny_policy).generate([PROMPTS[1]], GREEDY)[0].response_ids[0]
+    )
+    model = copy.deepcopy(tiny_policy.model)
+    model.generation_config.eos_token_id = [tiny_policy.tokenizer.eos_token_id, first_token]
+    backend = TransformersBackend(model, tiny_policy.tokenizer)
+    ended, other = backend.generate([PROMPTS[1], PROMPTS[0]], GREEDY)
+    assert ended.finish_reason == "eos" and ended.response_ids == [first_token]
+    assert other.finish_reason in ("length", "eos")
+
+
+def _recomputed_logprobs(policy: Policy, completions: list[Completion]) -> torch.Tensor:
+    batch = pack_sequences(
+        [c.prompt_ids for c in completions],
+        [c.response_ids for c in completions],
+        policy.tokenizer.pad_token_id,
+    )
+    with torch.no_grad():
+        logprobs, _ = sequence_logprobs(
+            policy.model, batch.input_ids, batch.attention_mask, batch.response_mask
+        )
+    return logprobs
+
+
+def test_logprobs_match_a_fresh_forward_pass(tiny_policy: Policy, tiny_backend: TransformersBackend) -> None:
+    params = [
+        SamplingParams(temperature=1.0, max_new_tokens=9),
+        SamplingParams(temperature=0.0, max_new_tokens=4),
+        SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=6),
+    ]
+    completions = tiny_backend.generate(PROMPTS, params, seed=3)
+    recomputed = _recomputed_logprobs(tiny_policy, completions)
+    for row, completion in enumerate(completions):
+        expected = torch.tensor(completion.logprobs)
+        torch.testing.assert_close(recomputed[row, : len(expected)], expected, rtol=0, atol=1e-4)
+
+
+def test_seed_makes_sampling_reproducible(tiny_backend: TransformersBackend) -> None:
+    params = SamplingParams(temperature=1.0, max_new_tokens=8)
+    first = tiny_backend.generate(PROMPTS, params, seed=11)
+    again = tiny_backend.generate(PROMPTS, params, seed=11)
+    other = tiny_backend.generate(PROMPTS, params, seed=12)
+    assert [c.response_ids for c in first] == [c.response_ids for c in again]
+    assert [c.response_ids for c in first] != [c.response_ids for c in other]
+
+
+def test_micro_batches_give_the_same_greedy_results(tiny_policy: Policy) -> None:
+    prompts = [*PROMPTS, "x = 1", "for i in range(3):"]
+    one_by_one = TransformersBackend.from_policy(tiny_policy, max_batch_size=1).generate(prompts, GREEDY)
+    all_at_once = TransformersBackend.from_policy(tiny_policy, max_batch_size=8).generate(prompts, GREEDY)
+    assert [c.response_ids for c in one_by_one] == [c.response_ids for c in all_at_once]
+
+
+def test_generation_restores_training_mode(tiny_policy: Policy, tiny_backend: TransformersBackend) -> None:
+    tiny_policy.model.train()
+    try:
+        tiny_backend.generate(["Hi"], SamplingParams(max_new_tokens=2), seed=0)
+        assert tiny_policy.model.training
+    finally:
+        tiny_policy.model.eval()
+
+
+def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
+    probs = torch.tensor([[0.125, 0.5, 0.375], [0.125, 0.5, 0.375]])
+    filtered = _top_p_filter(probs, torch.tensor([0.6, 1.0]))
+    assert filtered.tolist() == [[0.0, 0.5, 0.375], [0.125, 0.5, 0.375]]
+
+
+def test_invalid_requests_are_rejected(tiny_backend: TransformersBackend) -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        SamplingParams(stop=("",))
+    with pytest.raises(ValueError, match="2 prompts but 1"):
+        tiny_backend.generate(["a", "b"], [GREEDY])
+    with pytest.raises(ValueError, match="context"):
+        tiny_backend.generate(["a"], SamplingParams(max_new_tokens=5000))
+
+
+def test_chat_prompt_uses_the_template(tiny_backend: TransformersBackend) -> None:
+    prompt = chat_prompt(tiny_backend.tokenizer, "What is 2 + 2?", system="Be brief.")
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert prompt.endswith("<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_chat_prompt_without_template_is_a_clear_error(tiny_backend: TransformersBackend) -> None:
+    tokenizer = copy.copy(tiny_backend.tokenizer)
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        chat_prompt(tokenizer, "hi")
