@@ -79,5 +79,5 @@ def train(
     except (ConfigError, ModelLoadError, FileExistsError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
-    console.print(summary_table(records))
+    console.print(summary_table(records, resolved.selfplay.task_types))
     console.print(f"run directory: [bold]{run.root}[/bold]")

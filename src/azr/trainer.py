@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from azr.advantages import policy_loss, token_advantages, trr_advantages
 from azr.buffer import open_buffers
@@ -548,7 +549,7 @@ class Trainer:
             share = int(mask.sum()) / total_tokens
             (result.loss * share).backward()
             for key in ("loss", "policy", "entropy", "kl", "clip_fraction", "ratio"):
-                totals[key] += float(getattr(result, key)) * share
+                totals[key] += float(getattr(result, key).detach()) * share
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), optim.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -566,36 +567,39 @@ class Trainer:
         self.metrics.close()
 
 
-SUMMARY_COLUMNS = (
-    ("reward/deduction/propose", "ded prop"),
-    ("reward/deduction/solve", "ded solve"),
-    ("reward/abduction/propose", "abd prop"),
-    ("reward/abduction/solve", "abd solve"),
-    ("reward/induction/propose", "ind prop"),
-    ("reward/induction/solve", "ind solve"),
-    ("valid_rate/deduction", "ded valid"),
-    ("valid_rate/abduction", "abd valid"),
-    ("valid_rate/induction", "ind valid"),
-    ("update/loss", "loss"),
-    ("time/step", "s/step"),
-)
-
-
-def summary_table(records: Sequence[dict[str, Any]]):
-    """A rich table with one row per step of the headline metrics."""
+def summary_table(
+    records: Sequence[dict[str, Any]], task_types: Sequence[str] = ("deduction", "abduction", "induction")
+):
+    """A rich table, one row per step: rewards, valid-proposal and solve rates per task type, loss, time."""
     from rich.table import Table
 
-    table = Table(title="self-play metrics per step")
-    table.add_column("step", justify="right")
-    present = [(key, label) for key, label in SUMMARY_COLUMNS if any(key in r for r in records)]
-    for _, label in present:
-        table.add_column(label, justify="right")
+    initials = "/".join(name[:3] for name in task_types)
+    table = Table(title=f"self-play metrics per step (each cell: {initials})")
+    for column in (
+        "step",
+        "propose reward",
+        "solve reward",
+        "valid proposals",
+        "solve rate",
+        "loss",
+        "s/step",
+    ):
+        table.add_column(column, justify="right")
+
+    def cell(record: dict[str, Any], pattern: str) -> str:
+        values = [record.get(pattern.format(name)) for name in task_types]
+        return " ".join("-" if v is None or v != v else f"{v:.2f}" for v in values)
+
     for record in records:
-        cells = []
-        for key, _ in present:
-            value = record.get(key)
-            cells.append("-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value))
-        table.add_row(str(record["step"]), *cells)
+        table.add_row(
+            str(record["step"]),
+            cell(record, "reward/{}/propose"),
+            cell(record, "reward/{}/solve"),
+            cell(record, "valid_rate/{}"),
+            cell(record, "solve_rate/{}"),
+            f"{record.get('update/loss', float('nan')):.4f}",
+            f"{record.get('time/step', float('nan')):.0f}",
+        )
     return table
 
 
@@ -605,6 +609,7 @@ def run_training(config: TrainConfig, run: RunDir, *, resume: bool, console=None
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     console = console or Console(stderr=True)
+    transformers_logging.disable_progress_bar()
     log_handler = attach_file_log(run)
     trainer = Trainer(config, run, resume=resume)
     try:

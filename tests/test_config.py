@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import pytest
+
+from azr.config import ConfigError, TrainConfig, available_presets, dump_config, load_config, parse_override
+
+
+def test_presets_load_and_match_their_purpose():
+    assert {"tiny-cpu", "paper-7b-coder"} <= set(available_presets())
+    tiny = load_config("tiny-cpu")
+    assert tiny.model.path == "embedded"
+    assert tiny.selfplay.prompt_format == "completion"
+    paper = load_config("paper-7b-coder")
+    assert paper.selfplay.batch_size == 64
+    assert paper.selfplay.references == 6
+    assert paper.selfplay.induction_inputs == 10
+    assert paper.selfplay.learnability_samples == 8
+    assert paper.selfplay.seed_buffer_size == 256
+    assert paper.optim.lr == 1e-6
+    assert paper.optim.clip_ratio == 0.2
+    assert paper.executor.timeout_s == 10.0
+    assert paper.selfplay.prompt_format == "r1"
+
+
+def test_overrides_keep_their_yaml_types():
+    config = load_config("tiny-cpu", ["selfplay.batch_size=8", "optim.lr=3e-6", "model.lora.enabled=true"])
+    assert config.selfplay.batch_size == 8
+    assert config.optim.lr == pytest.approx(3e-6)
+    assert config.model.lora.enabled is True
+    assert parse_override("selfplay.task_types=[deduction]") == ("selfplay.task_types", ["deduction"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("selfplay.batchsize=8", "selfplay.batchsize: unknown key"),
+        ("selfplay.batch_size=0", "selfplay.batch_size"),
+        ("generation.top_p=2", "generation.top_p"),
+        ("selfplay.task_types=[sorting]", "selfplay.task_types"),
+        ("optim=3", "optim"),
+    ],
+)
+def test_bad_values_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config("tiny-cpu", [override])
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="tiny-cpu"):
+        load_config("no-such-preset")
+
+
+def test_malformed_yaml_is_a_config_error(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("selfplay: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(path))
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(str(path))
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config("tiny-cpu", ["selfplay.batch_size"])
+
+
+def test_dumped_config_round_trips(tmp_path: Path):
+    config = load_config("tiny-cpu", ["steps=7", "optim.betas=[0.8, 0.9]"])
+    dump_config(config, tmp_path / "config.yaml")
+    again = load_config(str(tmp_path / "config.yaml"))
+    assert again == config
+    assert isinstance(again, TrainConfig)
