@@ -207,12 +207,15 @@ class Executor:
         self._lock = threading.Lock()
         self._closed = False
         self._live: set[_WorkerProcess] = set()
+        started = [threading.Event() for _ in range(self.config.worker_count)]
         self._threads = [
-            threading.Thread(target=self._serve, name=f"azr-executor-{index}", daemon=True)
-            for index in range(self.config.worker_count)
+            threading.Thread(target=self._serve, args=(event,), name=f"azr-executor-{index}", daemon=True)
+            for index, event in enumerate(started)
         ]
         for thread in self._threads:
             thread.start()
+        for event in started:  # warm workers before the first job (they start in parallel)
+            event.wait(_STARTUP_TIMEOUT_S)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -249,12 +252,13 @@ class Executor:
             self._live.discard(worker)
         worker.kill()
 
-    def _serve(self) -> None:
+    def _serve(self, started: threading.Event) -> None:
         worker: _WorkerProcess | None = None
         try:
             worker = self._start_worker()
         except (WorkerLostError, OSError):
             worker = None  # retried when the first job arrives, which then reports the failure
+        started.set()
         while True:
             item = self._jobs.get()
             if item is None:
