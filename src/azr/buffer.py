@@ -155,6 +155,20 @@ class TaskBuffer:
             batch += rng.choices(self._tasks, k=n - len(batch))
         return batch
 
+    def remove_after(self, step: int) -> int:
+        """Delete the tasks added after `step` and return how many: resuming from the checkpoint of `step`
+        must not see tasks that a killed later step had already stored."""
+        keep = [i for i, task in enumerate(self._tasks) if task.step <= step]
+        removed = len(self._tasks) - len(keep)
+        if removed:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("DELETE FROM tasks WHERE task_type = ? AND step > ?", (self.task_type, step))
+            self._ids = [self._ids[i] for i in keep]
+            self._tasks = [self._tasks[i] for i in keep]
+            self._keys = {task_key(task) for task in self._tasks}
+        return removed
+
     def export_jsonl(self, path: str | Path) -> int:
         """Write every task as one JSON object per line (oldest first); returns the count."""
         with Path(path).open("w", encoding="utf-8") as out:

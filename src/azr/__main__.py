@@ -1,0 +1,3 @@
+from azr.cli import app
+
+app(prog_name="azr")

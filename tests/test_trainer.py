@@ -1,0 +1,131 @@
+"""End to end: `azr train` on a tiny random model, a SIGKILL in the middle of training, and a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from azr.run_dir import RunDir
+from azr.trainer import Trainer
+
+TINY_SETTINGS = [
+    "selfplay.batch_size=2",
+    "selfplay.learnability_samples=2",
+    "selfplay.references=2",
+    "selfplay.induction_inputs=4",
+    "selfplay.seed_file=null",
+    "generation.propose_max_new_tokens=24",
+    "generation.solve_max_new_tokens=12",
+    "optim.micro_batch_size=4",
+    "optim.lr=1e-3",
+    "executor.workers=2",
+    "executor.timeout_s=1.0",
+    "logging.samples_per_step=1",
+]
+
+
+def azr(*args: str, **kwargs) -> subprocess.Popen:
+    sets = [item for setting in TINY_SETTINGS for item in ("--set", setting)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "azr", "train", *args, *sets],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
+
+
+def buffer_rows(run_dir: Path) -> list[tuple]:
+    with sqlite3.connect(run_dir / "buffers.sqlite") as db:
+        return db.execute("SELECT task_type, key, step FROM tasks ORDER BY id").fetchall()
+
+
+def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = azr("--model", str(tiny_model_dir), "--steps", "2", "--run-dir", str(run_dir))
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    assert str(run_dir) in output
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["steps"] == 2
+    assert config["model"]["path"] == str(tiny_model_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        for task_type in ("deduction", "abduction", "induction"):
+            for role in ("propose", "solve"):
+                assert -1.0 <= record[f"reward/{task_type}/{role}"] <= 1.0
+            assert 0.0 <= record[f"valid_rate/{task_type}"] <= 1.0
+        assert record["update/tokens"] > 0
+        assert record["tokens/generated"] > 0
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
+    assert (run_dir / "samples" / "step_000002.jsonl").is_file()
+    assert any((run_dir / "tensorboard").iterdir())
+
+
+def test_sigkill_mid_training_then_resume_loses_nothing(tiny_model_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = azr(
+        "--model", str(tiny_model_dir), "--steps", "6", "--run-dir", str(run_dir), start_new_session=True
+    )
+    first = run_dir / "checkpoints" / "step_000001" / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not first.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    time.sleep(1.5)  # now somewhere inside a later step (generation, sandbox, update or checkpoint)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    survivor = RunDir(run_dir)
+    killed_at, folder = survivor.latest_checkpoint()
+    saved_optimizer = torch.load(folder / "optimizer.pt", weights_only=True)
+    saved_rows = [row for row in buffer_rows(run_dir) if row[2] <= killed_at]
+
+    # Resuming restores weights, optimizer, step counter and buffers exactly as checkpointed.
+    run, config = RunDir.open(run_dir)
+    trainer = Trainer(config, run, resume=True)
+    try:
+        assert trainer.step == killed_at
+        restored = trainer.optimizer.state_dict()
+        for key, state in saved_optimizer["state"].items():
+            assert torch.equal(restored["state"][key]["exp_avg"], state["exp_avg"])
+            assert float(restored["state"][key]["step"]) == killed_at
+        assert buffer_rows(run_dir) == saved_rows
+        assert [r["step"] for r in run.read_metrics()] == list(range(1, killed_at + 1))
+    finally:
+        trainer.close()
+
+    proc = azr("--resume", str(run_dir), "--steps", str(killed_at + 1))
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output
+    records = run.read_metrics()
+    assert [r["step"] for r in records] == list(range(1, killed_at + 2))
+    final_step, final_folder = run.latest_checkpoint()
+    assert final_step == killed_at + 1
+    state = torch.load(final_folder / "optimizer.pt", weights_only=True)["state"]
+    assert all(float(s["step"]) == killed_at + 1 for s in state.values())
+    assert not list(run.checkpoints_dir.glob(".staging-*"))
+
+
+def test_bad_input_gets_a_clear_error_not_a_traceback(tmp_path: Path):
+    missing = azr("--model", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r1"))
+    output, _ = missing.communicate(timeout=120)
+    assert missing.returncode == 2
+    assert "error:" in output and "Traceback" not in output
+
+    unknown = azr("--set", "selfplay.nonsense=1", "--run-dir", str(tmp_path / "r2"))
+    output, _ = unknown.communicate(timeout=120)
+    assert unknown.returncode == 2
+    assert "selfplay.nonsense: unknown key" in output and "Traceback" not in output
