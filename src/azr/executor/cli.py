@@ -24,19 +24,19 @@ _CONSUMED_FIELDS = ("program", "snippet", "input")
 _RESULT_FIELDS = ("valid", "output", "status", "error", "seconds")
 
 
-def _parse_line(number: int, line: str) -> tuple[dict[str, Any], str, str] | str:
-    """The row, its program and its input; or the reason the line is malformed."""
+def _parse_line(number: int, line: str) -> tuple[dict[str, Any], str | None, str | None, str | None]:
+    """The row (empty when not an object), its program and input, and why the line is malformed."""
     try:
         row = json.loads(line)
     except ValueError as error:
-        return f"line {number}: not valid JSON ({error})"
+        return {}, None, None, f"line {number}: not valid JSON ({error})"
     if not isinstance(row, dict):
-        return f"line {number}: not a JSON object"
+        return {}, None, None, f"line {number}: not a JSON object"
     program = row.get("program", row.get("snippet"))
     input_expr = row.get("input")
     if not isinstance(program, str) or not isinstance(input_expr, str):
-        return f"line {number}: needs string fields 'program' (or 'snippet') and 'input'"
-    return row, program, input_expr
+        return row, None, None, f"line {number}: needs string fields 'program' (or 'snippet') and 'input'"
+    return row, program, input_expr, None
 
 
 def _output_line(row: dict[str, Any], result: ExecResult) -> str:
@@ -55,13 +55,12 @@ def _output_line(row: dict[str, Any], result: ExecResult) -> str:
 
 def _submit_all(executor: Executor, lines: list[str]) -> Iterator[tuple[dict[str, Any], Future]]:
     for number, line in enumerate(lines, start=1):
-        parsed = _parse_line(number, line)
-        if isinstance(parsed, str):
+        row, program, input_expr, malformed = _parse_line(number, line)
+        if program is None or input_expr is None:
             done: Future = Future()
-            done.set_result(ExecResult(Status.ERROR, error=parsed))
-            yield {}, done
+            done.set_result(ExecResult(Status.ERROR, error=malformed))
+            yield row, done
         else:
-            row, program, input_expr = parsed
             yield row, executor.validate(program, input_expr)
 
 
