@@ -116,7 +116,7 @@ def test_induction_keeps_proposals_with_enough_distinct_valid_inputs(executor: E
     )
     assert induction.split(task) == ([("1", "10"), ("2", "5")], [("5", "2"), ("10", "1")])
     too_few = Proposal(program, inputs=("1", "0", "'a'", "2"), message="m")
-    assert induction.validate(executor, too_few).result().reason == "only 2 valid inputs, need 4"
+    assert induction.validate(executor, too_few).result().reason == "only 2 valid distinct inputs, need 4"
 
 
 def test_induction_solver_sees_half_and_is_judged_on_the_rest(executor: Executor) -> None:

@@ -124,6 +124,20 @@ def normalize_arguments(arguments: str) -> str:
         return arguments.strip()
 
 
+def one_line(expression: str) -> str:
+    """An expression on a single line (the canonical form if it spans several), so it fits one
+    `assert f(...) == ...` line; string newlines stay escaped, so the meaning is unchanged."""
+    if "\n" not in expression:
+        return expression
+    call = _call_of(f"f({expression})")
+    if call is None:
+        return " ".join(expression.split())
+    try:
+        return ast.unparse(call)[2:-1]
+    except (ValueError, RecursionError):
+        return " ".join(expression.split())
+
+
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """All closed ``` fenced blocks as (language tag, body) pairs, in order; an unclosed fence is dropped."""
     parts = clip(text).split(FENCE)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from azr.parsing import BadFormat
+from azr.parsing import BadFormat, one_line
 from azr.tasks.base import Task
 from azr.tasks.program_io import ProgramIOTaskType
 
@@ -23,11 +23,16 @@ class Abduction(ProgramIOTaskType):
     def solver_prompt(self, fmt: PromptFormat, task: Task, examples: Sequence[Task] = ()) -> str:
         shown = "\n\n".join(
             fmt.render(
-                "abduction_example", program=example.program, input=example.input, output=example.output
+                "abduction_example",
+                program=example.program,
+                input=one_line(example.input),
+                output=one_line(example.output),
             )
             for example in examples
         )
-        return fmt.render(self.template("solve"), examples=shown, program=task.program, output=task.output)
+        return fmt.render(
+            self.template("solve"), examples=shown, program=task.program, output=one_line(task.output)
+        )
 
     def parse_answer(self, fmt: PromptFormat, response: str) -> str | BadFormat:
         return fmt.arguments(self.template("solve"), response)

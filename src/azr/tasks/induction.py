@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from azr.parsing import BadFormat, normalize_arguments
+from azr.parsing import BadFormat, normalize_arguments, one_line
 from azr.tasks.base import (
     IDENTITY_PROGRAM,
     Proposal,
@@ -42,9 +42,17 @@ IDENTITY_INPUTS = (
 )
 
 
-def one_line(message: str) -> str:
+def one_line_message(message: str) -> str:
     """A message on one line: formats show it as a single comment or block line."""
     return " ".join(message.split())
+
+
+def distinct(inputs: Sequence[str]) -> list[str]:
+    """Inputs without duplicates (same canonical form, e.g. `"a"` and `'a'`), first occurrence kept."""
+    kept: dict[str, str] = {}
+    for inp in inputs:
+        kept.setdefault(normalize_arguments(inp), inp)
+    return list(kept.values())
 
 
 class Induction(TaskType):
@@ -71,7 +79,7 @@ class Induction(TaskType):
         return pairs[:half], pairs[half:]
 
     def _pairs(self, fmt: PromptFormat, pairs: Sequence[tuple[str, str]]) -> str:
-        return "\n".join(fmt.render("pair", input=inp, output=out) for inp, out in pairs)
+        return "\n".join(fmt.render("pair", input=one_line(inp), output=one_line(out)) for inp, out in pairs)
 
     def proposer_prompt(self, fmt: PromptFormat, references: Sequence[Task]) -> ProposerPrompt:
         """`references[0]` is the program to write inputs for (any buffer task); the rest are induction
@@ -83,7 +91,7 @@ class Induction(TaskType):
             fmt.render(
                 "induction_propose_example",
                 program=task.program,
-                message=one_line(task.message),
+                message=one_line_message(task.message),
                 pairs=self._pairs(fmt, task.pairs[: self.n_inputs]),
             )
             for task in examples
@@ -102,25 +110,20 @@ class Induction(TaskType):
         if isinstance(parsed, BadFormat):
             return parsed
         inputs, message = parsed
-        # Duplicates cannot make distinct pairs; extra inputs beyond 2N only cost sandbox time.
-        distinct: dict[str, str] = {}
-        for inp in inputs:
-            distinct.setdefault(normalize_arguments(inp), inp)
-        return Proposal(
-            program=prompt.program,
-            inputs=tuple(list(distinct.values())[: 2 * self.n_inputs]),
-            message=message,
-        )
+        # Duplicates cannot make distinct pairs; inputs beyond 2N only cost sandbox time.
+        return Proposal(prompt.program, inputs=tuple(distinct(inputs)[: 2 * self.n_inputs]), message=message)
 
     def validate(self, executor: Executor, proposal: Proposal, step: int = 0) -> Future[Validation]:
+        inputs = distinct(proposal.inputs)
+
         def to_validation(results: list[ExecResult]) -> Validation:
             pairs = [
                 (inp, result.output)
-                for inp, result in zip(proposal.inputs, results, strict=True)
+                for inp, result in zip(inputs, results, strict=True)
                 if result.ok and result.output is not None
             ]
             if len(pairs) < self.n_inputs:
-                return Validation(None, f"only {len(pairs)} valid inputs, need {self.n_inputs}")
+                return Validation(None, f"only {len(pairs)} valid distinct inputs, need {self.n_inputs}")
             kept = pairs[: self.n_inputs]
             return Validation(
                 Task(
@@ -132,20 +135,22 @@ class Induction(TaskType):
                 )
             )
 
-        return then(gather(executor.validate_inputs(proposal.program, list(proposal.inputs))), to_validation)
+        return then(gather(executor.validate_inputs(proposal.program, inputs)), to_validation)
 
     def solver_prompt(self, fmt: PromptFormat, task: Task, examples: Sequence[Task] = ()) -> str:
         shown = "\n\n".join(
             fmt.render(
                 "induction_solve_example",
-                message=one_line(example.message),
+                message=one_line_message(example.message),
                 pairs=self._pairs(fmt, self.split(example)[0]),
                 program=example.program,
             )
             for example in examples
         )
         pairs = self._pairs(fmt, self.split(task)[0])
-        return fmt.render(self.template("solve"), examples=shown, message=one_line(task.message), pairs=pairs)
+        return fmt.render(
+            self.template("solve"), examples=shown, message=one_line_message(task.message), pairs=pairs
+        )
 
     def parse_answer(self, fmt: PromptFormat, response: str) -> str | BadFormat:
         return fmt.program(self.template("solve"), response)

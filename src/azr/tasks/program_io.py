@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from azr.parsing import BadFormat
+from azr.parsing import BadFormat, one_line
 from azr.tasks.base import (
     IDENTITY_INPUT,
     IDENTITY_PROGRAM,
@@ -38,7 +38,9 @@ class ProgramIOTaskType(TaskType):
 
     def proposer_prompt(self, fmt: PromptFormat, references: Sequence[Task]) -> ProposerPrompt:
         shown = "\n\n".join(
-            fmt.render("io_reference", program=task.program, input=task.input, output=task.output)
+            fmt.render(
+                "io_reference", program=task.program, input=one_line(task.input), output=one_line(task.output)
+            )
             for task in references
         )
         return ProposerPrompt(fmt.render(self.template("propose"), references=shown), None, tuple(references))

@@ -1,0 +1,79 @@
+"""Every template of every format renders, prompts end where the format says, and formats are versioned."""
+
+from __future__ import annotations
+
+import pytest
+
+from azr.prompts import FORMATS, PromptFormat, get_format
+from azr.tasks import ROLES, TASK_TYPES, Task, get_task_type
+
+IO_TASK = Task("def f(s, n):\n    return s * n", "'ab', 2", "'abab'")
+MULTILINE = Task("def f(xs):\n    return sum(xs)", "[1,\n 2]", "3")
+INDUCTION_TASK = Task(
+    "def f(x):\n    return x + 1",
+    inputs=tuple(str(i) for i in range(10)),
+    outputs=tuple(str(i + 1) for i in range(10)),
+    message="Adds one\nto its input.",
+)
+
+
+def rendered(fmt: PromptFormat) -> dict[str, str]:
+    """Every prompt of every task type and role in `fmt`, keyed by template name."""
+    prompts = {}
+    for name in TASK_TYPES:
+        task_type = get_task_type(name)
+        own = INDUCTION_TASK if name == "induction" else IO_TASK
+        references = [IO_TASK, INDUCTION_TASK] if name == "induction" else [IO_TASK, MULTILINE]
+        prompts[f"{name}_propose"] = task_type.proposer_prompt(fmt, references).text
+        prompts[f"{name}_solve"] = task_type.solver_prompt(fmt, own, examples=[own])
+    return prompts
+
+
+@pytest.mark.parametrize("format_name", sorted(FORMATS))
+def test_every_template_renders_and_is_used(format_name: str) -> None:
+    fmt = get_format(format_name)
+    prompts = rendered(fmt)
+    for text in prompts.values():
+        assert "$" not in text and text.strip()
+    # Piece templates (examples, pairs, references) are all reached through the prompts above.
+    pieces = {"io_reference", "pair", "induction_propose_example", "induction_solve_example"}
+    pieces |= {f"{name}_example" for name in ("deduction", "abduction")}
+    assert set(fmt.template_names()) == set(prompts) | pieces
+    assert "'abab'" in prompts["deduction_propose"] and "Adds one to its input." in prompts["induction_solve"]
+
+
+@pytest.mark.parametrize("format_name", sorted(FORMATS))
+def test_prompts_end_with_their_prefix_and_have_stop_strings(format_name: str) -> None:
+    fmt = get_format(format_name)
+    for template, text in rendered(fmt).items():
+        assert text.endswith(fmt.prefix(template))
+    for name in TASK_TYPES:
+        for role in ROLES:
+            assert get_task_type(name).stop(fmt, role)
+
+
+def test_completion_prompts_follow_the_cruxeval_pattern() -> None:
+    prompts = rendered(get_format("completion"))
+    # No trailing space after `==`: measured to matter for SmolLM2 (SPEC 8).
+    assert prompts["deduction_solve"].endswith("\nassert f('ab', 2) ==")
+    assert prompts["abduction_solve"].endswith("\nassert 'abab' == f(")
+    assert prompts["induction_solve"].endswith("assert f(4) == 5\ndef f(")
+    assert "assert f(5)" not in prompts["induction_solve"].split("# Adds one")[-1]
+    # A multi-line input is shown on one line, so the assert pattern holds.
+    assert "assert f([1, 2]) == 3" in prompts["deduction_propose"]
+
+
+def test_r1_prompts_ask_for_think_and_answer() -> None:
+    for text in rendered(get_format("r1")).values():
+        assert "<think>" in text and "<answer>" in text and text.endswith("Assistant: <think>")
+
+
+def test_unknown_formats_versions_and_fields_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="unknown prompt format"):
+        get_format("chatml")
+    with pytest.raises(ValueError, match="no version"):
+        get_format("r1", "v999")
+    with pytest.raises(ValueError, match="no template"):
+        get_format("r1").render("missing_template")
+    with pytest.raises(KeyError, match="program"):
+        get_format("completion").render("deduction_solve", examples="", input="1")
