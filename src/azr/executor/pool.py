@@ -36,6 +36,7 @@ from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, worker_launch
 from azr.executor.seccomp import build_filter
 
 _STARTUP_TIMEOUT_S = 30.0
+_SALT_BYTES = 34  # one per heap size class perturbed in the worker, plus two
 _MAX_MESSAGE_BYTES = 1 << 26
 
 
@@ -124,7 +125,8 @@ class _WorkerProcess:
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):  # unflushed input to a dead worker: nothing to save
+                    stream.close()
         self._stderr.close()
         if self.launch.owned_dir:
             shutil.rmtree(self.launch.owned_dir, ignore_errors=True)
@@ -266,7 +268,10 @@ class Executor:
             job, future = item
             if not future.set_running_or_notify_cancel():
                 continue
-            worker, raw = self._execute(worker, job)
+            try:
+                worker, raw = self._execute(worker, job)
+            except Exception as error:  # a bug here must fail this job, not silently kill the thread
+                raw = {"status": "sandbox_error", "error": f"{type(error).__name__}: {error}", "seconds": 0.0}
             future.set_result(raw)
         if worker is not None:
             self._retire(worker)
@@ -321,14 +326,18 @@ class Executor:
             return ExecResult(status, error=str(error))
         return None
 
-    def _run(self, program: str, input_expr: str) -> Future:
-        return _then(self._submit("run", program=program, input=input_expr), _to_result)
+    def _run(self, program: str, input_expr: str, salt: bytes) -> Future:
+        job = self._submit("run", program=program, input=input_expr, salt=salt.hex())
+        return _then(job, _to_result)
 
     def _validate_checked(self, program: str, input_expr: str) -> Future:
         rejected = self._rejected(check_expression, input_expr)
         if rejected is not None:
             return _future_of(rejected)
-        first = self._run(program, input_expr)
+        # Salts that differ in every byte make the two runs' heap layouts differ (see worker.py), so
+        # id()-dependent output is caught even when both runs fork from the same worker.
+        salt = os.urandom(_SALT_BYTES)
+        first = self._run(program, input_expr, salt)
         if not self.config.check_determinism:
             return first
 
@@ -336,7 +345,10 @@ class Executor:
             # Only a successful first run earns a second one: failures are final and cost no more time.
             if not result.ok:
                 return result
-            return _then(self._run(program, input_expr), lambda again: _compare_runs(result, again))
+            other_salt = bytes(byte ^ 1 for byte in salt)
+            return _then(
+                self._run(program, input_expr, other_salt), lambda again: _compare_runs(result, again)
+            )
 
         return _then(first, second_run)
 

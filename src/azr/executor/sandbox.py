@@ -26,7 +26,7 @@ _SANDBOX_TMP = "/tmp"
 _UNPRIVILEGED_ID = "65534"  # "nobody"
 # Python flags: no site (no user or venv packages), no user site, no bytecode writes, no script dir on
 # sys.path. Not -I/-E: those would ignore PYTHONHASHSEED, which must stay fixed for reproducible sets.
-_PYTHON_FLAGS = ("-S", "-s", "-B", "-P")
+PYTHON_FLAGS = ("-S", "-s", "-B", "-P")
 _HASH_SEED = "0"
 
 
@@ -102,7 +102,7 @@ def probe_bwrap(tmp_size_mb: int) -> str | None:
     """Start one throwaway sandbox; return None when it works, else the reason it does not."""
     try:
         python, _ = base_python()
-        argv = [*bwrap_argv(tmp_size_mb), str(python), *_PYTHON_FLAGS, "-c", "pass"]
+        argv = [*bwrap_argv(tmp_size_mb), str(python), *PYTHON_FLAGS, "-c", "pass"]
     except SandboxUnavailableError as error:
         return str(error)
     try:
@@ -141,9 +141,9 @@ def worker_launch(sandboxed: bool, tmp_size_mb: int) -> WorkerLaunch:
     """How to start one worker; the fallback gets a fresh private directory per worker."""
     python, _ = base_python()
     if sandboxed:
-        argv = [*bwrap_argv(tmp_size_mb), str(python), *_PYTHON_FLAGS, _SANDBOX_WORKER_PATH]
+        argv = [*bwrap_argv(tmp_size_mb), str(python), *PYTHON_FLAGS, _SANDBOX_WORKER_PATH]
         return WorkerLaunch(argv=argv, env={}, cwd="/", tmp=_SANDBOX_TMP, sandboxed=True)
     scratch = tempfile.mkdtemp(prefix="azr-worker-")
     env = {"PYTHONHASHSEED": _HASH_SEED, "LC_ALL": "C.UTF-8", "HOME": scratch, "TMPDIR": scratch}
-    argv = [str(python), *_PYTHON_FLAGS, str(WORKER_SCRIPT)]
+    argv = [str(python), *PYTHON_FLAGS, str(WORKER_SCRIPT)]
     return WorkerLaunch(argv=argv, env=env, cwd=scratch, tmp=scratch, sandboxed=False, owned_dir=scratch)

@@ -47,6 +47,7 @@ _PLAIN_CONTAINERS = (tuple, list, set, frozenset, dict)
 # Captured before any untrusted code runs: a program that rebinds builtins cannot fool the checks.
 _repr, _type, _len, _bool, _id, _eval = repr, type, len, bool, id, eval
 _isfinite = math.isfinite
+_monotonic = time.monotonic
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -92,7 +93,10 @@ def _read_message(fd):
 
 
 def _write_message(fd, message):
-    data = json.dumps(message).encode()
+    _write_frame(fd, json.dumps(message).encode())
+
+
+def _write_frame(fd, data):
     _write_all(fd, struct.pack(">I", _len(data)) + data)
 
 
@@ -235,19 +239,20 @@ def _describe(error):
     return f"{name}: {message}"[:_MAX_ERROR_CHARS] if message else name
 
 
-def _perturb_heap():
+def _perturb_heap(salt):
     # Forked children share the worker's heap layout, so `id(object())` would repeat across two runs
-    # in the same worker and hide nondeterminism. Shift each small-object size class and the malloc
-    # heap by a random amount; the objects stay alive until the child exits.
-    seed = os.urandom(40)
-    keep = [bytes(size) for index, size in enumerate(range(1, 513, 16)) for _ in range(seed[index] % 48)]
-    keep.append(bytearray(4096 + 64 * seed[32]))
-    keep.extend(object() for _ in range(seed[33] % 64))
+    # in the same worker and hide nondeterminism. The host gives the two validation runs salts that
+    # differ in every byte's lowest bit, so each small-object size class (and the malloc heap) is
+    # shifted by a different amount in each run. The objects stay alive until the child exits.
+    keep = [bytes(length) for index, length in enumerate(range(1, 513, 16)) for _ in range(salt[index] % 4)]
+    keep.append(bytearray(4096 + 64 * salt[32]))
+    keep.extend(object() for _ in range(salt[33] % 4))
     return keep
 
 
-def _child(job, result_fd, filter_bytes):
+def _child(job, result_fd, filter_bytes, started):
     """Run one job in the forked child and never return."""
+    entered = _monotonic()
     try:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         # The profiling timer enforces the exact CPU budget (SIGPROF terminates); RLIMIT_CPU, in whole
@@ -255,9 +260,7 @@ def _child(job, result_fd, filter_bytes):
         signal.setitimer(signal.ITIMER_PROF, job["cpu_s"])
         cpu = math.ceil(job["cpu_s"]) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        with open("/proc/self/statm") as statm:
-            pages = int(statm.read().split()[0])
-        address_space = pages * os.sysconf("SC_PAGE_SIZE") + job["memory_mb"] * 1024 * 1024
+        address_space = job["base_address_space"] + job["memory_mb"] * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         file_size = job["max_file_mb"] * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
@@ -270,10 +273,13 @@ def _child(job, result_fd, filter_bytes):
         result_fd = 3
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
         os.chdir(job["cwd"])
+        limited = _monotonic()
         _load_seccomp(filter_bytes)
-        keep_alive = _perturb_heap()  # noqa: F841
+        filtered = _monotonic()
+        keep_alive = _perturb_heap(bytes.fromhex(job["salt"])) if "salt" in job else None  # noqa: F841
+        ready = _monotonic()
     except BaseException as error:
-        _write_all(result_fd, json.dumps({"status": "sandbox_error", "error": _describe(error)}).encode())
+        _write_frame(result_fd, json.dumps({"status": "sandbox_error", "error": _describe(error)}).encode())
         os._exit(0)
     try:
         result = _JOBS[job["kind"]](job)
@@ -283,11 +289,19 @@ def _child(job, result_fd, filter_bytes):
         result = {"status": "memory", "error": "MemoryError"}
     except BaseException as error:  # SystemExit and KeyboardInterrupt are program errors too
         result = {"status": "error", "error": _describe(error)}
+    # Where a job's time goes, for benchmarks/executor.py; the host ignores it otherwise.
+    result["timings"] = {
+        "fork_s": entered - started,
+        "limits_s": limited - entered,
+        "seccomp_s": filtered - limited,
+        "heap_perturb_s": ready - filtered,
+        "run_s": _monotonic() - ready,
+    }
     try:
         data = json.dumps(result).encode()
     except BaseException as error:
         data = json.dumps({"status": "sandbox_error", "error": _describe(error)}).encode()
-    _write_all(result_fd, data)
+    _write_frame(result_fd, data)
     os._exit(0)
 
 
@@ -302,8 +316,12 @@ def _outcome_of_exit(wait_status, rusage, cpu_s):
     return {"status": "error", "error": f"exited with status {code} before reporting a result"}
 
 
-def _clear_tmp(path):
-    for name in os.listdir(path):
+def _clear_tmp(path, job_dir):
+    """Remove everything a job left in the scratch directory (cheap when it left nothing)."""
+    names = os.listdir(path)
+    if names == ["job"] and not os.listdir(job_dir):
+        return
+    for name in names:
         target = os.path.join(path, name)
         if os.path.isdir(target) and not os.path.islink(target):
             shutil.rmtree(target, ignore_errors=True)
@@ -312,13 +330,43 @@ def _clear_tmp(path):
                 os.unlink(target)
 
 
-def run_job(job, filter_bytes, tmp):
-    """Fork a child for `job`, wait for its result under the wall-clock deadline and return it.
+def _address_space_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
-    `tmp` is the worker's private scratch directory; the child starts in a fresh directory inside it
-    and everything the job wrote there is removed before the next job.
+
+def _receive_result(read_fd, deadline):
+    """Read the child's framed result; None with a reason if it never completes."""
+    buffer = b""
+    while True:
+        if _len(buffer) >= 4:
+            (size,) = struct.unpack(">I", buffer[:4])
+            if size > _MAX_RESULT_BYTES:  # only a misbehaving child writes this much
+                return None, "oversized"
+            if _len(buffer) >= 4 + size:
+                return buffer[4 : 4 + size], None
+        remaining = deadline - _monotonic()
+        if remaining <= 0:
+            return None, "timeout"
+        if not select.select([read_fd], [], [], remaining)[0]:
+            continue
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            return None, "eof"
+        buffer += chunk
+
+
+def run_job(job, filter_bytes, tmp, base_address_space):
+    """Fork a child for `job` and wait for its result under the wall-clock deadline.
+
+    Returns the result and a function that reaps the child and empties `tmp`: the caller answers the
+    host first and cleans up afterwards, so the child's exit overlaps with the host's next step.
+    `tmp` is the worker's private scratch directory; the child starts in a fresh directory inside it.
+    The child's memory limit is `base_address_space` (the worker's own, measured once) plus the
+    job's allowance.
     """
-    started = time.monotonic()
+    job["base_address_space"] = base_address_space
+    started = _monotonic()
     job_dir = os.path.join(tmp, "job")
     os.makedirs(job_dir, exist_ok=True)
     job["cwd"] = job_dir
@@ -326,41 +374,34 @@ def run_job(job, filter_bytes, tmp):
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(job, write_fd, filter_bytes)
+        _child(job, write_fd, filter_bytes, started)
     os.close(write_fd)
-    deadline = started + job["wall_s"]
-    chunks, size, timed_out = [], 0, False
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        ready, _, _ = select.select([read_fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            break
-        size += _len(chunk)
-        if size > _MAX_RESULT_BYTES:  # only a misbehaving child writes this much to the result pipe
-            break
-        chunks.append(chunk)
+    payload, failure = _receive_result(read_fd, started + job["wall_s"])
     os.close(read_fd)
-    if timed_out or size > _MAX_RESULT_BYTES:
-        os.kill(pid, signal.SIGKILL)
-    _, wait_status, rusage = os.wait4(pid, 0)
-    _clear_tmp(tmp)
-    if timed_out:
+
+    def clean_up():
+        # Also stops a child that sent a result and kept running.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        outcome = os.wait4(pid, 0)
+        _clear_tmp(tmp, job_dir)
+        return outcome
+
+    result = None
+    if payload is not None:
+        with contextlib.suppress(ValueError):
+            result = json.loads(payload)
+    if failure == "timeout":
+        clean_up()
         result = {"status": "timeout", "error": f"wall-clock limit of {job['wall_s']:g} s exceeded"}
+    elif not isinstance(result, dict) or "status" not in result:
+        _, wait_status, rusage = clean_up()
+        result = _outcome_of_exit(wait_status, rusage, job["cpu_s"])
     else:
-        try:
-            result = json.loads(b"".join(chunks)) if chunks else None
-        except ValueError:
-            result = None
-        if not isinstance(result, dict) or "status" not in result:
-            result = _outcome_of_exit(wait_status, rusage, job["cpu_s"])
-    result["seconds"] = time.monotonic() - started
-    return result
+        result["seconds"] = _monotonic() - started
+        return result, clean_up
+    result["seconds"] = _monotonic() - started
+    return result, None
 
 
 def main():
@@ -369,17 +410,21 @@ def main():
     filter_bytes = bytes.fromhex(settings["seccomp"])
     tmp = settings["tmp"]
     gc.freeze()  # keep the preloaded heap out of collections so forked children share its pages
+    base_address_space = _address_space_bytes()
     _write_message(1, {"ready": True, "pid": os.getpid()})
     while True:
         try:
             job = _read_message(0)
         except EOFError:
             return
+        clean_up = None
         try:
-            result = run_job(job, filter_bytes, tmp)
+            result, clean_up = run_job(job, filter_bytes, tmp, base_address_space)
         except Exception as error:
             result = {"status": "sandbox_error", "error": _describe(error), "seconds": 0.0}
         _write_message(1, result)
+        if clean_up is not None:
+            clean_up()
 
 
 if __name__ == "__main__":
