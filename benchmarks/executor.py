@@ -7,7 +7,8 @@ outputs (the determinism check). Each run gets the same CPU budget (--cpu-budget
 
   (a) azr        Executor: warm sandboxed workers (bubblewrap + seccomp + rlimits), fork per run.
   (b) reference  one persistent, unsandboxed worker process that `exec`s each program in turn, one at
-                 a time, with a SIGALRM timeout: how the reference implementation runs programs.
+                 a time, with a signal-based timeout: how the reference implementation runs programs
+                 (it uses SIGALRM; here the profiling timer, so that the budget is CPU time for all).
   (c) subprocess a fresh `python -c` per run, killed by a timer.
 
 Then a breakdown of where the sandbox's time goes (bubblewrap start, fork, limits, seccomp, IPC).
@@ -37,13 +38,13 @@ Program = tuple[str, str]  # (source, input expression)
 REFERENCE_WORKER = r"""
 import contextlib, io, json, signal, sys
 
-def on_alarm(signum, frame):
+def on_timer(signum, frame):
     raise TimeoutError("timeout")
 
-signal.signal(signal.SIGALRM, on_alarm)
+signal.signal(signal.SIGPROF, on_timer)
 for line in sys.stdin:
     job = json.loads(line)
-    signal.setitimer(signal.ITIMER_REAL, job["budget"])
+    signal.setitimer(signal.ITIMER_PROF, job["budget"])
     try:
         namespace = {}
         with contextlib.redirect_stdout(io.StringIO()):  # programs may print
@@ -52,7 +53,7 @@ for line in sys.stdin:
     except BaseException as error:
         answer = {"ok": False, "output": type(error).__name__}
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
 """
@@ -159,7 +160,7 @@ def sandbox_breakdown(jobs: int = 200) -> list[tuple[str, float]]:
     started = time.perf_counter()
     executor = Executor(ExecutorConfig(workers=1, timeout_s=1.0))
     warm_start = time.perf_counter() - started
-    identity = {"program": "def f(a):\n    return a", "input": "1"}
+    identity = {"program": "def f(a):\n    return a", "input": "1", "salt": "00" * 34}
     with executor:
         for _ in range(20):  # warm-up
             executor._submit("run", **identity).result()  # raw worker answers carry the stage timings

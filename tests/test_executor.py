@@ -207,3 +207,15 @@ def test_fallback_warns_and_still_isolates(caplog: pytest.LogCaptureFixture) -> 
     assert env.output == "['HOME', 'LC_ALL', 'PYTHONHASHSEED', 'TMPDIR']"
     assert fork.status is Status.ERROR and "PermissionError" in fork.error
     assert loop.status is Status.TIMEOUT
+
+
+def test_big_jobs_and_big_answers_do_not_deadlock_the_pipeline() -> None:
+    # Jobs above the pipelining threshold wait until they are the oldest; answers near the output cap
+    # come back while small jobs queue behind them.
+    settings = ExecutorConfig(workers=1, timeout_s=2, max_output_chars=200_000)
+    big_program = f"PAD = {'x' * 40_000!r}\ndef f(n):\n    return PAD[:n]"
+    with Executor(settings) as ex:
+        futures = [ex.validate(big_program, str(n)) for n in (10, 150_000, 0)]
+        futures += [ex.validate("def f(n):\n    return 'y' * n", "150000") for _ in range(3)]
+        results = [future.result(timeout=60) for future in futures]
+    assert [len(r.output or "") for r in results] == [12, 40_002, 2, 150_002, 150_002, 150_002]

@@ -19,8 +19,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from azr.executor.ast_check import (
@@ -36,12 +38,29 @@ from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, worker_launch
 from azr.executor.seccomp import build_filter
 
 _STARTUP_TIMEOUT_S = 30.0
+_PIPELINE_DEPTH = 2  # jobs in flight per worker: the one running and the next one
+_PIPELINE_MAX_BYTES = 32 * 1024  # only jobs that fit in a pipe's buffer are sent ahead
 _SALT_BYTES = 34  # one per heap size class perturbed in the worker, plus two
 _MAX_MESSAGE_BYTES = 1 << 26
 
 
 class WorkerLostError(RuntimeError):
     """The worker process died, hung past the host deadline, or broke the protocol."""
+
+
+class WorkerHungError(WorkerLostError):
+    """The worker gave no answer before the host's deadline for the job it was running."""
+
+
+@dataclass
+class _Pending:
+    """A job taken from the queue by a host thread, with its future and delivery state."""
+
+    job: dict[str, Any]
+    future: Future
+    message: bytes  # the framed job, encoded once
+    sent: bool = False
+    attempts: int = 0
 
 
 class _WorkerProcess:
@@ -75,10 +94,13 @@ class _WorkerProcess:
         return self._stderr.read().decode(errors="replace").strip()[-500:]
 
     def _send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message).encode()
+        self.send_frame(encode_frame(message))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one framed message to the worker."""
         assert self.process.stdin is not None
         try:
-            self.process.stdin.write(struct.pack(">I", len(data)) + data)
+            self.process.stdin.write(frame)
             self.process.stdin.flush()
         except (BrokenPipeError, OSError) as error:
             raise WorkerLostError(f"cannot write to worker: {error}") from None
@@ -106,16 +128,15 @@ class _WorkerProcess:
                 raise WorkerLostError(f"worker sent an oversized message ({size} bytes)")
             message = json.loads(self._read_exact(size, deadline))
         except TimeoutError:
-            raise WorkerLostError("no answer from the worker before the host deadline") from None
+            raise WorkerHungError("no answer from the worker before the host deadline") from None
         except ValueError as error:
             raise WorkerLostError(f"malformed message from worker: {error}") from None
         if not isinstance(message, dict):
             raise WorkerLostError("malformed message from worker")
         return message
 
-    def call(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send one job and wait for its result, at most `timeout_s` seconds."""
-        self._send(job)
+    def receive(self, timeout_s: float) -> dict[str, Any]:
+        """The answer to the oldest job sent, waiting at most `timeout_s` seconds."""
         return self._receive(time.monotonic() + timeout_s)
 
     def kill(self) -> None:
@@ -130,6 +151,12 @@ class _WorkerProcess:
         self._stderr.close()
         if self.launch.owned_dir:
             shutil.rmtree(self.launch.owned_dir, ignore_errors=True)
+
+
+def encode_frame(message: dict[str, Any]) -> bytes:
+    """A message as the worker protocol frames it: 4-byte big-endian length, then UTF-8 JSON."""
+    data = json.dumps(message).encode()
+    return struct.pack(">I", len(data)) + data
 
 
 def _future_of(value: Any) -> Future:
@@ -255,47 +282,73 @@ class Executor:
         worker.kill()
 
     def _serve(self, started: threading.Event) -> None:
+        """One host thread: feeds its worker from the shared queue and resolves the futures.
+
+        Up to _PIPELINE_DEPTH jobs are sent ahead, so the worker starts the next job as soon as it has
+        answered one instead of waiting for this thread to wake up and send it.
+        """
         worker: _WorkerProcess | None = None
         try:
             worker = self._start_worker()
         except (WorkerLostError, OSError):
             worker = None  # retried when the first job arrives, which then reports the failure
         started.set()
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                break
-            job, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                worker, raw = self._execute(worker, job)
-            except Exception as error:  # a bug here must fail this job, not silently kill the thread
-                raw = {"status": "sandbox_error", "error": f"{type(error).__name__}: {error}", "seconds": 0.0}
-            future.set_result(raw)
+        pending: deque[_Pending] = deque()
+        stopping = False
+        while pending or not stopping:
+            while not stopping and len(pending) < _PIPELINE_DEPTH:
+                try:
+                    item = self._jobs.get(block=not pending)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                job, future = item
+                if future.set_running_or_notify_cancel():
+                    pending.append(_Pending(job, future, encode_frame(job)))
+            if pending:
+                worker = self._advance(worker, pending)
         if worker is not None:
             self._retire(worker)
 
-    def _execute(
-        self, worker: _WorkerProcess | None, job: dict[str, Any]
-    ) -> tuple[_WorkerProcess | None, dict[str, Any]]:
-        """Run `job`, replacing the worker when it dies; a job that loses its worker twice fails."""
-        host_deadline = job["wall_s"] + self.config.host_grace_s
-        error = ""
-        for _attempt in range(2):
-            started = time.monotonic()
-            try:
-                if worker is None:
-                    worker = self._start_worker()
-                return worker, worker.call(job, host_deadline)
-            except (WorkerLostError, OSError) as lost:
-                error = str(lost)
-                if worker is not None:
-                    self._retire(worker)
-                    worker = None
-                if time.monotonic() - started >= host_deadline:
-                    return None, {"status": "timeout", "error": error, "seconds": host_deadline}
-        return None, {"status": "sandbox_error", "error": error, "seconds": 0.0}
+    def _advance(self, worker: _WorkerProcess | None, pending: deque[_Pending]) -> _WorkerProcess | None:
+        """Send what is unsent and resolve the oldest job, replacing the worker if it is lost.
+
+        A job whose worker hangs past the host deadline times out; a job that loses its worker twice
+        fails with sandbox_error; jobs queued behind a lost worker are resent to its replacement.
+        """
+        head = pending[0]
+        runs = len(head.job.get("salts", ())) or 1
+        host_deadline = head.job["wall_s"] * runs + self.config.host_grace_s
+        try:
+            if worker is None:
+                worker = self._start_worker()
+            for entry in pending:
+                # A big job is sent only when it is the oldest: a job waiting in a full pipe while the
+                # worker writes a big answer to us would deadlock both sides.
+                if not entry.sent and (entry is head or len(entry.message) <= _PIPELINE_MAX_BYTES):
+                    worker.send_frame(entry.message)
+                    entry.sent = True
+            raw = worker.receive(host_deadline)
+        except (WorkerLostError, OSError) as lost:
+            if worker is not None:
+                self._retire(worker)
+                worker = None
+            for entry in pending:
+                entry.sent = False
+            head.attempts += 1
+            if isinstance(lost, WorkerHungError):
+                raw = {"status": "timeout", "error": str(lost), "seconds": host_deadline}
+            elif head.attempts >= 2:
+                raw = {"status": "sandbox_error", "error": str(lost), "seconds": 0.0}
+            else:
+                return worker  # the head job is retried on a fresh worker
+        except Exception as error:  # a bug here must fail this job, not silently kill the thread
+            raw = {"status": "sandbox_error", "error": f"{type(error).__name__}: {error}", "seconds": 0.0}
+        pending.popleft()
+        head.future.set_result(raw)
+        return worker
 
     # --- job submission ----------------------------------------------------------------------------------
 
@@ -326,31 +379,19 @@ class Executor:
             return ExecResult(status, error=str(error))
         return None
 
-    def _run(self, program: str, input_expr: str, salt: bytes) -> Future:
-        job = self._submit("run", program=program, input=input_expr, salt=salt.hex())
-        return _then(job, _to_result)
-
     def _validate_checked(self, program: str, input_expr: str) -> Future:
         rejected = self._rejected(check_expression, input_expr)
         if rejected is not None:
             return _future_of(rejected)
-        # Salts that differ in every byte make the two runs' heap layouts differ (see worker.py), so
-        # id()-dependent output is caught even when both runs fork from the same worker.
+        # Determinism: the worker runs f(input) once per salt, each in a separate forked process, and
+        # compares the outputs. Salts that differ in every byte give the runs different heap layouts
+        # (see worker.py), so id()-dependent output is caught although both runs fork from one worker.
         salt = os.urandom(_SALT_BYTES)
-        first = self._run(program, input_expr, salt)
-        if not self.config.check_determinism:
-            return first
-
-        def second_run(result: ExecResult) -> ExecResult | Future:
-            # Only a successful first run earns a second one: failures are final and cost no more time.
-            if not result.ok:
-                return result
-            other_salt = bytes(byte ^ 1 for byte in salt)
-            return _then(
-                self._run(program, input_expr, other_salt), lambda again: _compare_runs(result, again)
-            )
-
-        return _then(first, second_run)
+        salts = [salt.hex()]
+        if self.config.check_determinism:
+            salts.append(bytes(byte ^ 1 for byte in salt).hex())
+        job = self._submit("run", program=program, input=input_expr, salts=salts)
+        return _then(job, _to_result)
 
     def validate(self, program: str, input_expr: str) -> Future:
         """Future[ExecResult]: AST ban check, then f(input) in the sandbox, twice for determinism."""
@@ -401,14 +442,3 @@ class Executor:
 
 def _refusal(rejected: ExecResult) -> Verdict:
     return Verdict(correct=False, status=rejected.status, error=rejected.error)
-
-
-def _compare_runs(first: ExecResult, second: ExecResult) -> ExecResult:
-    seconds = first.seconds + second.seconds
-    if not second.ok:
-        error = f"second run: {second.error}" if second.error else "second run failed"
-        return ExecResult(second.status, error=error, seconds=seconds)
-    if first.output != second.output:
-        error = f"two runs disagree: {first.output!s:.200} vs {second.output!s:.200}"
-        return ExecResult(Status.NONDETERMINISTIC, error=error, seconds=seconds)
-    return ExecResult(Status.OK, output=first.output, seconds=seconds)

@@ -404,6 +404,33 @@ def run_job(job, filter_bytes, tmp, base_address_space):
     return result, None
 
 
+def run_repeated(job, filter_bytes, tmp, base_address_space):
+    """Validation: run the job once per salt, each in its own fork, and insist on one output.
+
+    Stops at the first run that fails (a failure is final and the next run would only cost time).
+    The salts differ in every byte, so the runs' heap layouts differ and id()-dependent output shows.
+    """
+    first, seconds, clean_up = None, 0.0, None
+    for salt in job["salts"]:
+        if clean_up is not None:
+            clean_up()
+        result, clean_up = run_job(dict(job, salt=salt), filter_bytes, tmp, base_address_space)
+        seconds += result["seconds"]
+        if first is None:
+            first = result
+            if result["status"] != "ok":
+                break
+        elif result["status"] != "ok":
+            first = {"status": result["status"], "error": f"second run: {result.get('error')}"}
+            break
+        elif result["output"] != first["output"]:
+            disagreement = f"two runs disagree: {first['output']:.200} vs {result['output']:.200}"
+            first = {"status": "nondeterministic", "error": disagreement}
+            break
+    first["seconds"] = seconds
+    return first, clean_up
+
+
 def main():
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the host dies: so do we (no orphans outside bubblewrap)
     settings = _read_message(0)
@@ -419,7 +446,8 @@ def main():
             return
         clean_up = None
         try:
-            result, clean_up = run_job(job, filter_bytes, tmp, base_address_space)
+            handler = run_repeated if "salts" in job else run_job
+            result, clean_up = handler(job, filter_bytes, tmp, base_address_space)
         except Exception as error:
             result = {"status": "sandbox_error", "error": _describe(error), "seconds": 0.0}
         _write_message(1, result)
