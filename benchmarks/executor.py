@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from importlib import resources
+from pathlib import Path
 
 from azr.executor import Executor, ExecutorConfig
 from azr.executor.sandbox import PYTHON_FLAGS, base_python, bwrap_argv
@@ -84,13 +85,39 @@ def with_loops(programs: list[Program]) -> list[Program]:
     return mixed
 
 
-def run_azr(programs: list[Program], workers: int, budget: float) -> tuple[float, int]:
-    """Seconds to validate all programs (workers already warm) and how many were valid."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process plus its reaped children (utime, stime, cutime, cstime from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_azr(programs: list[Program], workers: int, budget: float) -> tuple[float, int, float]:
+    """Seconds to validate all programs (workers already warm), how many were valid, and the CPU
+    seconds spent per program by the host process, the workers and their per-run children together
+    (a measure that, unlike wall time, does not depend on what else the machine is running)."""
     with Executor(ExecutorConfig(workers=workers, timeout_s=budget)) as executor:
+        # The bwrap processes' counters include the workers inside them once those are reaped, so
+        # count the in-sandbox Python workers: the direct children of each sandbox's init.
+        workers_pids = [pid for host_pid in executor.worker_pids() for pid in _grandchildren(host_pid)]
+        cpu_before = sum(map(cpu_seconds, workers_pids)) + time.process_time()
         started = time.perf_counter()
         futures = [executor.validate(program, input_expr) for program, input_expr in programs]
         valid = sum(future.result().ok for future in futures)
-        return time.perf_counter() - started, valid
+        elapsed = time.perf_counter() - started
+        cpu = sum(map(cpu_seconds, workers_pids)) + time.process_time() - cpu_before
+        return elapsed, valid, cpu / len(programs)
+
+
+def _grandchildren(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    return [grandchild for child in children.get(pid, []) for grandchild in children.get(child, [])]
 
 
 def run_reference_style(programs: list[Program], budget: float) -> tuple[float, int]:
@@ -203,24 +230,25 @@ def main() -> None:
     )
     print(f"workload: {len(benign)} real programs; mixed adds {len(mixed) - len(benign)} infinite loops\n")
 
-    results: list[tuple[str, str, int, float, int]] = []
+    results: list[tuple[str, str, int, float, int, str]] = []
     for name, workload in (("mixed", mixed), ("benign", benign)):
         for workers in sorted({1, args.workers}):
-            seconds, valid = run_azr(workload, workers, args.cpu_budget)
-            results.append((f"(a) azr, {workers} worker(s)", name, len(workload), seconds, valid))
+            seconds, valid, cpu = run_azr(workload, workers, args.cpu_budget)
+            label = f"(a) azr, {workers} worker(s)"
+            results.append((label, name, len(workload), seconds, valid, f"{cpu * 1000:.1f}"))
     seconds, valid = run_reference_style(mixed, args.cpu_budget)
-    results.append(("(b) reference-style worker", "mixed", len(mixed), seconds, valid))
+    results.append(("(b) reference-style worker", "mixed", len(mixed), seconds, valid, ""))
     seconds, valid = run_fresh_subprocess(mixed, args.cpu_budget)
-    results.append(("(c) fresh python -c per run", "mixed", len(mixed), seconds, valid))
+    results.append(("(c) fresh python -c per run", "mixed", len(mixed), seconds, valid, ""))
 
     baseline = next(r for r in results if r[0].startswith("(b)"))
     baseline_rate = baseline[2] / baseline[3]
-    print("| implementation | workload | programs | valid | seconds | programs/s | vs (b) |")
-    print("|---|---|---|---|---|---|---|")
-    for label, name, count, seconds, valid in results:
+    print("| implementation | workload | programs | valid | seconds | programs/s | vs (b) | CPU ms/program |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, name, count, seconds, valid, cpu_ms in results:
         rate = count / seconds
         ratio = f"{rate / baseline_rate:.2f}x" if name == "mixed" else ""
-        print(f"| {label} | {name} | {count} | {valid} | {seconds:.2f} | {rate:.1f} | {ratio} |")
+        print(f"| {label} | {name} | {count} | {valid} | {seconds:.2f} | {rate:.1f} | {ratio} | {cpu_ms} |")
 
     print("\nWhere the sandbox's time goes (ms):\n")
     print("| stage | ms |")

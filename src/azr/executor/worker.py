@@ -64,13 +64,17 @@ def _prctl(option, arg2, arg3=0):
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
-def _load_seccomp(filter_bytes):
-    if not filter_bytes:
-        return
-    buffer = ctypes.create_string_buffer(filter_bytes, _len(filter_bytes))
-    program = _SockFprog(_len(filter_bytes) // 8, ctypes.addressof(buffer))
-    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
-    _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(program))
+class SeccompFilter:
+    """The filter program, laid out in memory once in the worker; every forked child loads it."""
+
+    def __init__(self, filter_bytes):
+        self._buffer = ctypes.create_string_buffer(filter_bytes, _len(filter_bytes))
+        self._program = _SockFprog(_len(filter_bytes) // 8, ctypes.addressof(self._buffer))
+
+    def load(self):
+        """Install the filter in the calling process; no process can remove a seccomp filter."""
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(self._program))
 
 
 # --- messages ------------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ def _perturb_heap(salt):
     return keep
 
 
-def _child(job, result_fd, filter_bytes, started):
+def _child(job, result_fd, seccomp, started):
     """Run one job in the forked child and never return."""
     entered = _monotonic()
     try:
@@ -274,7 +278,7 @@ def _child(job, result_fd, filter_bytes, started):
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
         os.chdir(job["cwd"])
         limited = _monotonic()
-        _load_seccomp(filter_bytes)
+        seccomp.load()
         filtered = _monotonic()
         keep_alive = _perturb_heap(bytes.fromhex(job["salt"])) if "salt" in job else None  # noqa: F841
         ready = _monotonic()
@@ -356,7 +360,7 @@ def _receive_result(read_fd, deadline):
         buffer += chunk
 
 
-def run_job(job, filter_bytes, tmp, base_address_space):
+def run_job(job, seccomp, tmp, base_address_space):
     """Fork a child for `job` and wait for its result under the wall-clock deadline.
 
     Returns the result and a function that reaps the child and empties `tmp`: the caller answers the
@@ -374,7 +378,7 @@ def run_job(job, filter_bytes, tmp, base_address_space):
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(job, write_fd, filter_bytes, started)
+        _child(job, write_fd, seccomp, started)
     os.close(write_fd)
     payload, failure = _receive_result(read_fd, started + job["wall_s"])
     os.close(read_fd)
@@ -404,7 +408,7 @@ def run_job(job, filter_bytes, tmp, base_address_space):
     return result, None
 
 
-def run_repeated(job, filter_bytes, tmp, base_address_space):
+def run_repeated(job, seccomp, tmp, base_address_space):
     """Validation: run the job once per salt, each in its own fork, and insist on one output.
 
     Stops at the first run that fails (a failure is final and the next run would only cost time).
@@ -414,7 +418,7 @@ def run_repeated(job, filter_bytes, tmp, base_address_space):
     for salt in job["salts"]:
         if clean_up is not None:
             clean_up()
-        result, clean_up = run_job(dict(job, salt=salt), filter_bytes, tmp, base_address_space)
+        result, clean_up = run_job(dict(job, salt=salt), seccomp, tmp, base_address_space)
         seconds += result["seconds"]
         if first is None:
             first = result
@@ -434,7 +438,7 @@ def run_repeated(job, filter_bytes, tmp, base_address_space):
 def main():
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the host dies: so do we (no orphans outside bubblewrap)
     settings = _read_message(0)
-    filter_bytes = bytes.fromhex(settings["seccomp"])
+    seccomp = SeccompFilter(bytes.fromhex(settings["seccomp"]))
     tmp = settings["tmp"]
     gc.freeze()  # keep the preloaded heap out of collections so forked children share its pages
     base_address_space = _address_space_bytes()
@@ -447,7 +451,7 @@ def main():
         clean_up = None
         try:
             handler = run_repeated if "salts" in job else run_job
-            result, clean_up = handler(job, filter_bytes, tmp, base_address_space)
+            result, clean_up = handler(job, seccomp, tmp, base_address_space)
         except Exception as error:
             result = {"status": "sandbox_error", "error": _describe(error), "seconds": 0.0}
         _write_message(1, result)
