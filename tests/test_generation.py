@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from azr.generation import (
     _top_p_filter,
     chat_prompt,
 )
-from azr.policy import Policy, pack_sequences, sequence_logprobs
+from azr.policy import LoraSettings, Policy, load_policy, pack_sequences, sequence_logprobs
 
 PROMPTS = [
     "def f(a):\n    return a[::-1]\n\nassert f('abc') ==",
@@ -155,3 +156,13 @@ def test_chat_prompt_without_template_is_a_clear_error(tiny_backend: Transformer
     tokenizer.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):
         chat_prompt(tokenizer, "hi")
+
+
+def test_lora_policy_generates_with_consistent_logprobs(tiny_model_dir: Path) -> None:
+    policy = load_policy(tiny_model_dir, lora=LoraSettings(r=4), device="cpu")
+    backend = TransformersBackend.from_policy(policy)
+    completions = backend.generate(PROMPTS[:2], SamplingParams(max_new_tokens=5), seed=0)
+    recomputed = _recomputed_logprobs(policy, completions)
+    for row, completion in enumerate(completions):
+        assert len(completion.response_ids) == 5
+        torch.testing.assert_close(recomputed[row], torch.tensor(completion.logprobs), rtol=0, atol=1e-4)

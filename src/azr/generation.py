@@ -101,7 +101,7 @@ class _Row:
     response_ids: list[int]
     logprobs: list[float]
     text: str = ""
-    finish_reason: str | None = None
+    finish_reason: str = ""  # set when the row finishes
 
 
 class TransformersBackend(GenerationBackend):
@@ -182,7 +182,7 @@ class TransformersBackend(GenerationBackend):
                 prompt_ids=row.prompt_ids,
                 response_ids=row.response_ids,
                 logprobs=row.logprobs,
-                finish_reason=row.finish_reason or "length",
+                finish_reason=row.finish_reason,
             )
             for row in rows
         ]
@@ -260,7 +260,7 @@ class TransformersBackend(GenerationBackend):
             row.finish_reason = "stop"
         elif len(row.response_ids) >= row.params.max_new_tokens:
             row.finish_reason = "length"
-        return row.finish_reason is not None
+        return bool(row.finish_reason)
 
 
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:

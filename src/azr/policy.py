@@ -257,7 +257,8 @@ def _resolve_source(model: str | Path | None) -> tuple[str, Path | None]:
     looks_like_hub_id = "/" in text and not text.startswith(("/", ".", "~")) and text.count("/") == 1
     if looks_like_hub_id:
         raise ModelLoadError(
-            f"{text!r} looks like a Hugging Face Hub id, but azr runs offline and never downloads weights. "
+            f"No local model at {text!r}, and it looks like a Hugging Face Hub id, but azr runs offline and "
+            "never downloads weights. "
             f"Download it elsewhere (e.g. `huggingface-cli download {text} --local-dir DIR`) and pass DIR."
         )
     raise ModelLoadError(
