@@ -97,3 +97,15 @@ def test_seccomp_filter_is_well_formed(machine: str) -> None:
 def test_seccomp_rejects_unknown_architecture() -> None:
     with pytest.raises(SeccompUnsupportedError):
         build_filter("mips")
+
+
+def test_a_machine_without_a_seccomp_table_warns_or_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azr.executor import SandboxUnavailableError, sandbox
+
+    def unsupported() -> bytes:
+        raise SeccompUnsupportedError("no seccomp syscall table for architecture 'mips'")
+
+    monkeypatch.setattr(sandbox, "build_filter", unsupported)
+    assert sandbox.seccomp_filter(require_sandbox=False) == b""
+    with pytest.raises(SandboxUnavailableError, match="mips"):
+        sandbox.seccomp_filter(require_sandbox=True)

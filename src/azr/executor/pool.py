@@ -34,8 +34,7 @@ from azr.executor.ast_check import (
 )
 from azr.executor.config import ExecutorConfig
 from azr.executor.results import ExecResult, Status, Verdict
-from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, worker_launch
-from azr.executor.seccomp import build_filter
+from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, seccomp_filter, worker_launch
 
 _STARTUP_TIMEOUT_S = 30.0
 _PIPELINE_DEPTH = 2  # jobs in flight per worker: the one running and the next one
@@ -199,24 +198,28 @@ def _status_of(raw: dict[str, Any]) -> Status:
         return Status.SANDBOX_ERROR
 
 
+def _error_of(raw: dict[str, Any]) -> str | None:
+    error = raw.get("error")
+    return None if error is None else str(error)
+
+
+def _seconds_of(raw: dict[str, Any]) -> float:
+    seconds = raw.get("seconds")
+    return float(seconds) if isinstance(seconds, int | float) else 0.0
+
+
 def _to_result(raw: dict[str, Any]) -> ExecResult:
     status = _status_of(raw)
-    return ExecResult(
-        status=status,
-        output=raw.get("output") if status is Status.OK else None,
-        error=raw.get("error"),
-        seconds=float(raw.get("seconds", 0.0)),
-    )
+    output = raw.get("output")
+    if status is Status.OK and not isinstance(output, str):
+        return ExecResult(Status.SANDBOX_ERROR, error="malformed result from the worker")
+    return ExecResult(status, output if status is Status.OK else None, _error_of(raw), _seconds_of(raw))
 
 
 def _to_verdict(raw: dict[str, Any]) -> Verdict:
     status = _status_of(raw)
-    return Verdict(
-        correct=status is Status.OK and raw.get("correct") is True,
-        status=status,
-        error=raw.get("error"),
-        seconds=float(raw.get("seconds", 0.0)),
-    )
+    correct = status is Status.OK and raw.get("correct") is True
+    return Verdict(correct, status, _error_of(raw), _seconds_of(raw))
 
 
 class Executor:
@@ -231,7 +234,7 @@ class Executor:
         self.sandboxed = resolve_sandboxed(
             self.config.tmp_size_mb, self.config.require_sandbox, self.config.use_bwrap
         )
-        self._filter_hex = build_filter().hex()
+        self._filter_hex = seccomp_filter(self.config.require_sandbox).hex()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False

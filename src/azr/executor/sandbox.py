@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from azr.executor.seccomp import SeccompUnsupportedError, build_filter
+
 logger = logging.getLogger(__name__)
 
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
@@ -147,3 +149,14 @@ def worker_launch(sandboxed: bool, tmp_size_mb: int) -> WorkerLaunch:
     env = {"PYTHONHASHSEED": _HASH_SEED, "LC_ALL": "C.UTF-8", "HOME": scratch, "TMPDIR": scratch}
     argv = [str(python), *PYTHON_FLAGS, str(WORKER_SCRIPT)]
     return WorkerLaunch(argv=argv, env=env, cwd=scratch, tmp=scratch, sandboxed=False, owned_dir=scratch)
+
+
+def seccomp_filter(require_sandbox: bool) -> bytes:
+    """The seccomp filter for this machine; empty (with a warning, or an error) where none can be built."""
+    try:
+        return build_filter()
+    except SeccompUnsupportedError as error:
+        if require_sandbox:
+            raise SandboxUnavailableError(f"require_sandbox is set but {error}") from None
+        _warn_unsandboxed(f"{error}: jobs run without a seccomp filter")
+        return b""

@@ -73,6 +73,8 @@ class SeccompFilter:
 
     def load(self):
         """Install the filter in the calling process; no process can remove a seccomp filter."""
+        if not _len(self._buffer.raw):  # the host found no filter for this machine (and warned)
+            return
         _prctl(_PR_SET_NO_NEW_PRIVS, 1)
         _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(self._program))
 
@@ -375,7 +377,12 @@ def run_job(job, seccomp, tmp, base_address_space):
     os.makedirs(job_dir, exist_ok=True)
     job["cwd"] = job_dir
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
     if pid == 0:
         os.close(read_fd)
         _child(job, write_fd, seccomp, started)
