@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from azr.executor import DEFAULT_BANNED_MODULES, DEFAULT_BANNED_NAMES
+from azr.executor import DEFAULT_BANNED_MODULES, DEFAULT_BANNED_NAMES, SandboxUnavailableError, sandbox
 from azr.executor.ast_check import (
     BannedCodeError,
     MalformedCodeError,
@@ -100,8 +100,6 @@ def test_seccomp_rejects_unknown_architecture() -> None:
 
 
 def test_a_machine_without_a_seccomp_table_warns_or_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from azr.executor import SandboxUnavailableError, sandbox
-
     def unsupported() -> bytes:
         raise SeccompUnsupportedError("no seccomp syscall table for architecture 'mips'")
 
