@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from azr import __version__
+from azr.evaluation.cli import eval_command
 from azr.executor.cli import exec_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(exec_app, name="exec")
+app.command("eval")(eval_command)
 
 
 def _print_version(value: bool) -> None:
