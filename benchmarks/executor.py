@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -120,7 +121,12 @@ def _grandchildren(pid: int) -> list[int]:
     return [grandchild for child in children.get(pid, []) for grandchild in children.get(child, [])]
 
 
-def run_reference_style(programs: list[Program], budget: float) -> tuple[float, int]:
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_reference_style(programs: list[Program], budget: float) -> tuple[float, int, float]:
     worker = subprocess.Popen(
         [sys.executable, "-c", REFERENCE_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -132,6 +138,7 @@ def run_reference_style(programs: list[Program], budget: float) -> tuple[float, 
         worker.stdin.flush()  # type: ignore[union-attr]
         return json.loads(worker.stdout.readline())  # type: ignore[union-attr]
 
+    cpu_before = children_cpu_seconds() + time.process_time()
     started = time.perf_counter()
     valid = 0
     for program, input_expr in programs:
@@ -140,11 +147,12 @@ def run_reference_style(programs: list[Program], budget: float) -> tuple[float, 
             valid += once(program, input_expr) == first
     elapsed = time.perf_counter() - started
     worker.stdin.close()
-    worker.wait()
-    return elapsed, valid
+    worker.wait()  # its CPU time joins RUSAGE_CHILDREN once reaped
+    cpu = children_cpu_seconds() + time.process_time() - cpu_before
+    return elapsed, valid, cpu / len(programs)
 
 
-def run_fresh_subprocess(programs: list[Program], budget: float) -> tuple[float, int]:
+def run_fresh_subprocess(programs: list[Program], budget: float) -> tuple[float, int, float]:
     def once(program: str, input_expr: str) -> str | None:
         job = json.dumps({"program": program, "input": input_expr, "budget": budget})
         try:
@@ -159,13 +167,16 @@ def run_fresh_subprocess(programs: list[Program], budget: float) -> tuple[float,
             return None
         return done.stdout if done.returncode == 0 else None
 
+    cpu_before = children_cpu_seconds() + time.process_time()
     started = time.perf_counter()
     valid = 0
     for program, input_expr in programs:
         first = once(program, input_expr)
         if first is not None:
             valid += once(program, input_expr) == first
-    return time.perf_counter() - started, valid
+    elapsed = time.perf_counter() - started
+    cpu = children_cpu_seconds() + time.process_time() - cpu_before
+    return elapsed, valid, cpu / len(programs)
 
 
 def median_seconds(argv: list[str], repeats: int = 10) -> float:
@@ -236,10 +247,10 @@ def main() -> None:
             seconds, valid, cpu = run_azr(workload, workers, args.cpu_budget)
             label = f"(a) azr, {workers} worker(s)"
             results.append((label, name, len(workload), seconds, valid, f"{cpu * 1000:.1f}"))
-    seconds, valid = run_reference_style(mixed, args.cpu_budget)
-    results.append(("(b) reference-style worker", "mixed", len(mixed), seconds, valid, ""))
-    seconds, valid = run_fresh_subprocess(mixed, args.cpu_budget)
-    results.append(("(c) fresh python -c per run", "mixed", len(mixed), seconds, valid, ""))
+    seconds, valid, cpu = run_reference_style(mixed, args.cpu_budget)
+    results.append(("(b) reference-style worker", "mixed", len(mixed), seconds, valid, f"{cpu * 1000:.1f}"))
+    seconds, valid, cpu = run_fresh_subprocess(mixed, args.cpu_budget)
+    results.append(("(c) fresh python -c per run", "mixed", len(mixed), seconds, valid, f"{cpu * 1000:.1f}"))
 
     baseline = next(r for r in results if r[0].startswith("(b)"))
     baseline_rate = baseline[2] / baseline[3]

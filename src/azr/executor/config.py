@@ -117,7 +117,7 @@ class ExecutorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workers: int = Field(0, ge=0, description="Warm sandbox workers; 0 means one per CPU core.")
+    workers: int = Field(0, ge=0, description="Warm sandbox workers; 0 means one per usable CPU core.")
     timeout_s: float = Field(10.0, gt=0, description="CPU-time budget of one run of a program.")
     wall_timeout_factor: float = Field(
         3.0, ge=1.0, description="Wall-clock cap of a run as a multiple of timeout_s (sleeping programs)."
@@ -140,7 +140,7 @@ class ExecutorConfig(BaseModel):
     @property
     def worker_count(self) -> int:
         """The number of workers actually started."""
-        return self.workers or os.cpu_count() or 1
+        return self.workers or len(os.sched_getaffinity(0)) or 1
 
     @property
     def wall_timeout_s(self) -> float:
