@@ -125,7 +125,7 @@ def test_parsers_never_raise_and_return_parsed_or_bad_format(text: str) -> None:
 def test_parsers_are_bounded_on_huge_input(text: str) -> None:
     started = time.perf_counter()
     every_parser(text)
-    assert time.perf_counter() - started < 5.0
+    assert time.perf_counter() - started < 2.0
 
 
 def test_think_answer_reads_the_answer() -> None:

@@ -103,8 +103,9 @@ def check_arguments(text: str) -> str | BadFormat:
 
 
 def normalize_program(program: str) -> str:
-    """A canonical form for deduplication: same AST, same text (comments and layout do not count)."""
-    tree = _parses(program, "exec")
+    """A canonical form for deduplication: same AST, same text (comments and layout do not count).
+    Text too long to be an accepted program is only stripped, keeping the cost bounded."""
+    tree = _parses(program, "exec") if len(program) <= MAX_PROGRAM_CHARS else None
     if tree is None:
         return program.strip()
     try:
@@ -115,7 +116,7 @@ def normalize_program(program: str) -> str:
 
 def normalize_arguments(arguments: str) -> str:
     """A canonical form of an argument list, e.g. `"a" ,1` and `'a', 1` become the same."""
-    call = _call_of(f"f({arguments})")
+    call = _call_of(f"f({arguments})") if len(arguments) <= MAX_EXPRESSION_CHARS else None
     if call is None:
         return arguments.strip()
     try:
@@ -129,7 +130,7 @@ def one_line(expression: str) -> str:
     `assert f(...) == ...` line; string newlines stay escaped, so the meaning is unchanged."""
     if "\n" not in expression:
         return expression
-    call = _call_of(f"f({expression})")
+    call = _call_of(f"f({expression})") if len(expression) <= MAX_EXPRESSION_CHARS else None
     if call is None:
         return " ".join(expression.split())
     try:
