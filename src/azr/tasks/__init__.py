@@ -21,7 +21,7 @@ from azr.tasks.base import (
 )
 from azr.tasks.deduction import Deduction
 from azr.tasks.induction import Induction
-from azr.tasks.seeds import load_seed_tasks
+from azr.tasks.seeds import load_seed_tasks, shipped_seed_path
 
 TASK_TYPES: dict[str, type[TaskType]] = {cls.name: cls for cls in (Deduction, Abduction, Induction)}
 
@@ -51,5 +51,6 @@ __all__ = [
     "gather",
     "get_task_type",
     "load_seed_tasks",
+    "shipped_seed_path",
     "then",
 ]
