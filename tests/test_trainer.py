@@ -51,7 +51,15 @@ def buffer_rows(run_dir: Path) -> list[tuple]:
 
 def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path: Path):
     run_dir = tmp_path / "run"
-    proc = azr("--model", str(tiny_model_dir), "--steps", "2", "--run-dir", str(run_dir))
+    validation = [
+        "--set",
+        "eval.every_steps=2",
+        "--set",
+        "eval.limit=2",
+        "--set",
+        "eval.benchmarks=[cruxeval-o]",
+    ]
+    proc = azr("--model", str(tiny_model_dir), "--steps", "2", "--run-dir", str(run_dir), *validation)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     assert str(run_dir) in output
@@ -68,6 +76,8 @@ def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path
             assert 0.0 <= record[f"valid_rate/{task_type}"] <= 1.0
         assert record["update/tokens"] > 0
         assert record["tokens/generated"] > 0
+    assert "eval/cruxeval-o" not in records[0]
+    assert 0.0 <= records[1]["eval/cruxeval-o"] <= 1.0
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
     assert (run_dir / "samples" / "step_000002.jsonl").is_file()
     assert any((run_dir / "tensorboard").iterdir())

@@ -87,6 +87,11 @@ class SelfPlayConfig(_Strict):
     solver_examples: int = Field(
         2, ge=0, description="Solved buffer tasks shown before a solver question (completion format only)."
     )
+    max_prompt_tokens: int = Field(
+        6144,
+        ge=64,
+        description="Prompts over this drop references/examples until they fit (or none are left).",
+    )
     buffer_cap: int = Field(16384, ge=1, description="Tasks kept per type; the oldest are dropped first.")
     seed_file: str | None = Field(
         None,
@@ -127,6 +132,9 @@ class EvalConfig(_Strict):
     benchmarks: list[str] = Field(default_factory=lambda: ["cruxeval-o", "cruxeval-i"])
     limit: int = Field(100, ge=1, description="Problems per benchmark.")
     max_new_tokens: int = Field(64, ge=1)
+    prompt_style: Literal["auto", "chat", "completion"] = Field(
+        "completion", description="How benchmark prompts are built (see `azr eval --help`)."
+    )
 
 
 class LoggingConfig(_Strict):

@@ -256,18 +256,34 @@ class Trainer:
             list(prompts), list(params), seed=step_seed(self.config.seed, self.step, call)
         )
 
+    def _prompt_tokens(self, text: str) -> int:
+        return len(self.policy.tokenizer(text)["input_ids"])
+
     def _proposer_prompt(self, name: str, task_type: TaskType) -> ProposerPrompt:
+        """K references from the buffer; while the prompt is over `max_prompt_tokens`, one fewer is shown.
+        Induction prompts are about one program drawn from the deduction/abduction buffers."""
         k = self.config.selfplay.references
         if name == "induction":
             program_source = self.rng.choice(
                 [t for t in ("deduction", "abduction") if t in self.task_types] or [name]
             )
-            target = self.buffers[program_source].sample_references(self.rng, 1)
-            examples = self.buffers[name].sample_references(self.rng, max(k - 1, 0))
-            return task_type.proposer_prompt(self.fmt, target + examples)
-        return task_type.proposer_prompt(self.fmt, self.buffers[name].sample_references(self.rng, k))
+            references = self.buffers[program_source].sample_references(self.rng, 1)
+            references += self.buffers[name].sample_references(self.rng, max(k - 1, 0))
+            keep_at_least = 1
+        else:
+            references = self.buffers[name].sample_references(self.rng, k)
+            keep_at_least = 0
+        prompt = task_type.proposer_prompt(self.fmt, references)
+        while (
+            len(references) > keep_at_least
+            and self._prompt_tokens(prompt.text) > self.config.selfplay.max_prompt_tokens
+        ):
+            references = references[:-1]
+            prompt = task_type.proposer_prompt(self.fmt, references)
+        return prompt
 
     def _solver_prompt(self, name: str, task_type: TaskType, task: Task) -> str:
+        """The question, after up to `solver_examples` solved buffer tasks that fit in `max_prompt_tokens`."""
         examples = [
             example
             for example in self.buffers[name].sample_references(
@@ -275,7 +291,11 @@ class Trainer:
             )
             if example.program != task.program
         ][: self.config.selfplay.solver_examples]
-        return task_type.solver_prompt(self.fmt, task, examples)
+        prompt = task_type.solver_prompt(self.fmt, task, examples)
+        while examples and self._prompt_tokens(prompt) > self.config.selfplay.max_prompt_tokens:
+            examples = examples[:-1]
+            prompt = task_type.solver_prompt(self.fmt, task, examples)
+        return prompt
 
     # the step
 
@@ -561,6 +581,21 @@ class Trainer:
             len(r.completion.prompt_ids) + len(r.completion.response_ids) for r in rollouts
         ) / max(seconds, 1e-9)
         return metrics
+
+    def validate(self) -> dict[str, float]:
+        """In-training validation on a benchmark subset, with the training backend and sandbox."""
+        from azr.evaluation.runner import evaluate
+
+        report = evaluate(
+            self.backend,
+            self.executor,
+            self.config.eval.benchmarks,
+            limit=self.config.eval.limit,
+            max_new_tokens=self.config.eval.max_new_tokens,
+            prompt_style=self.config.eval.prompt_style,
+            seed=self.config.seed,
+        )
+        return {f"eval/{name}": score for name, score in report.scores.items()}
 
     def close(self) -> None:
         self.executor.close()
