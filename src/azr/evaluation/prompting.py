@@ -216,13 +216,14 @@ def _imports_of(source: str) -> str:
 
 
 def _program(problem: Problem, response: str, style: PromptStyle) -> str | None:
-    if style == "completion" and _is_stub(problem):
-        return problem.question + response
-    code = _fenced_code(response)
-    code = response if code is None else code
+    fenced = _fenced_code(response)
+    stub = problem.kind == "code" and _is_stub(problem)
+    if style == "completion" and stub and (fenced is None or f"def {problem.entry_point}(" not in fenced):
+        return problem.question + response  # the continuation of the stub, as prompted
+    code = response if fenced is None else fenced
     if not code.strip():
         return None
-    if problem.kind == "code" and _is_stub(problem):
+    if stub:
         if f"def {problem.entry_point}(" not in code:
             # The model wrote only the body (as HumanEval's canonical solutions are): put it under the stub.
             return problem.question + code
