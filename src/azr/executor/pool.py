@@ -89,6 +89,7 @@ class _WorkerProcess:
             raise WorkerLostError(f"worker sent {ready!r} instead of its ready message")
 
     def stderr_tail(self) -> str:
+        """The end of what the worker wrote to stderr (startup failures explain themselves there)."""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace").strip()[-500:]
 
