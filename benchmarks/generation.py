@@ -1,6 +1,7 @@
 """Measure rollout throughput and the cost of one policy-gradient forward+backward on the embedded model.
 
-Each measurement runs in its own process so that peak RSS belongs to it alone:
+Each measurement runs in its own process so that peak RSS belongs to it alone. On a shared, busy CPU
+export OMP_WAIT_POLICY=PASSIVE first: spinning OpenMP threads made decoding 10x slower in our runs.
 
     python benchmarks/generation.py generate --batch 8 --prompt-tokens 300 --new-tokens 128
     python benchmarks/generation.py train-step --batch 8 --prompt-tokens 128 --response-tokens 256

