@@ -174,6 +174,7 @@ def eval_command(
                 seed=seed,
                 pass_k=pass_k,
                 benchmark_files=files,
+                progress=typer.echo,
             )
         except (BenchmarkError, ValueError) as error:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)

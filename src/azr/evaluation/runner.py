@@ -9,7 +9,7 @@ as they are generated, and all verdicts are gathered at the end.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,9 @@ class _Submitted:
     grades: list[PendingGrade]
 
 
-def _sampling_params(problem: Problem, style: PromptStyle, stop: tuple[str, ...], settings: dict[str, Any]):
+def _sampling_params(
+    problem: Problem, style: PromptStyle, stop: tuple[str, ...], settings: dict[str, Any]
+) -> SamplingParams:
     budget = settings["max_new_tokens"] or DEFAULT_MAX_NEW_TOKENS[problem.kind][style]
     return SamplingParams(
         temperature=settings["temperature"], top_p=settings["top_p"], max_new_tokens=budget, stop=stop
@@ -169,6 +171,7 @@ def evaluate(
     pass_k: int | None = None,
     benchmark_files: dict[str, Path] | None = None,
     math_grader: MathGrader | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """Run `backend` on `benchmarks` (the first `limit` problems of each) and grade every answer.
 
@@ -176,6 +179,7 @@ def evaluate(
     many samples and the score is the unbiased pass@`pass_k` (default: `samples`); pass@1 is reported too.
     `max_new_tokens` None uses a per-kind default; `prompt_style` is `auto`, `chat` or `completion` (see
     `azr.evaluation.prompting`). A `math_grader` is started (and stopped) here unless one is passed in.
+    `progress`, when given, receives a line of text after each benchmark's generation.
     Raises `BenchmarkError` for unknown benchmarks or bad files, `ValueError` for bad settings.
     """
     if samples < 1:
@@ -215,6 +219,8 @@ def evaluate(
                 seed + offset,  # type: ignore[arg-type]
             )
             tokens += generated
+            if progress is not None:
+                progress(f"{name}: {len(problems) * samples} responses in {generation_s[name]:.1f} s")
         generation_done = time.monotonic()
         records: list[dict[str, Any]] = []
         scores: dict[str, float] = {}
