@@ -329,8 +329,11 @@ class Trainer:
                 for task in solver_tasks[name]
             ]
         completions = iter(self._generate(requests, call=0))
-        proposals = {name: [next(completions) for _ in range(cfg.batch_size)] for name in self.task_types}
-        solutions = {name: [next(completions) for _ in range(cfg.batch_size)] for name in self.task_types}
+        proposals: dict[str, list[Completion]] = {}
+        solutions: dict[str, list[Completion]] = {}
+        for name in self.task_types:  # the order `requests` was built in
+            proposals[name] = [next(completions) for _ in range(cfg.batch_size)]
+            solutions[name] = [next(completions) for _ in range(cfg.batch_size)]
         generated_tokens = sum(
             len(c.response_ids) for group in (proposals, solutions) for cs in group.values() for c in cs
         )
