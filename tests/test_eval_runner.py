@@ -17,6 +17,7 @@ from azr.evaluation.prompting import build_prompt
 from azr.evaluation.runner import evaluate, pass_at_k
 from azr.executor import Executor, ExecutorConfig
 from azr.generation import Completion, GenerationBackend, SamplingParams
+from azr.run_dir import COMPLETE_MARKER
 
 
 @pytest.fixture(scope="module")
@@ -178,17 +179,19 @@ def test_benchmark_file_option_parsing(tmp_path):
         load_benchmark("lcb", {"lcb": tmp_path / "missing.jsonl"})
 
 
-def test_resolve_model_path_picks_the_latest_checkpoint(tmp_path):
+def test_resolve_model_path_picks_the_latest_complete_checkpoint(tmp_path):
     run = tmp_path / "run"
-    for step, layout in ((2, "model"), (10, "model"), (11, "nothing")):
+    for step, complete in ((2, True), (10, True), (11, False)):  # step 11: killed while being written
         folder = run / "checkpoints" / f"step_{step:06d}"
-        (folder / layout).mkdir(parents=True)
+        (folder / "model").mkdir(parents=True)
+        if complete:
+            (folder / COMPLETE_MARKER).write_text("{}")
     assert resolve_model_path(str(run)) == str(run / "checkpoints" / "step_000010" / "model")
     assert resolve_model_path("embedded") == "embedded"
     with pytest.raises(ValueError, match="no such file"):
         resolve_model_path(str(tmp_path / "absent"))
     (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no checkpoint"):
+    with pytest.raises(ValueError, match="no complete checkpoint"):
         resolve_model_path(str(tmp_path / "empty"))
 
 

@@ -79,7 +79,18 @@ def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path
     assert "eval/cruxeval-o" not in records[0]
     assert 0.0 <= records[1]["eval/cruxeval-o"] <= 1.0
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
-    assert (run_dir / "samples" / "step_000002.jsonl").is_file()
+    samples = [
+        json.loads(line) for line in (run_dir / "samples" / "step_000002.jsonl").read_text().splitlines()
+    ]
+    assert {(s["task_type"], s["role"]) for s in samples} == {
+        (t, r) for t in ("deduction", "abduction", "induction") for r in ("propose", "solve")
+    }
+    for sample in samples:
+        if sample["role"] == "solve":  # each answer is stored with the question it was asked
+            asked = (
+                sample["task"]["message"] if sample["task_type"] == "induction" else sample["task"]["program"]
+            )
+            assert asked in sample["prompt"]
     assert any((run_dir / "tensorboard").iterdir())
 
 

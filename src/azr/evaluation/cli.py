@@ -7,7 +7,6 @@ stays fast.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,17 +17,17 @@ from azr.evaluation.prompting import PROMPT_STYLES
 if TYPE_CHECKING:
     from azr.evaluation.runner import EvalReport
 
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-
 
 def resolve_model_path(model: str) -> str:
     """Map `--model` to what `azr.policy.load_policy` accepts.
 
-    `embedded` and model paths pass through. A run directory of `azr train` (one with a `checkpoints/`
-    folder) becomes its latest checkpoint: the highest-numbered `checkpoints/step_*` folder that holds a
-    `model/` subfolder (returned) or a `config.json` (the folder itself is returned). Raises `ValueError`
-    when the path does not exist or a run directory holds no usable checkpoint.
+    `embedded` and model paths pass through. A run directory of `azr train` (one with a `config.yaml` and a
+    `checkpoints/` folder) becomes the model of its latest complete checkpoint, the same one
+    `azr train --resume` would continue from. Raises `ValueError` when the path does not exist or a run
+    directory holds no complete checkpoint yet.
     """
+    from azr.run_dir import RunDir
+
     if model == "embedded":
         return model
     path = Path(model).expanduser()
@@ -37,23 +36,15 @@ def resolve_model_path(model: str) -> str:
             f"--model {model}: no such file or directory (pass a model directory, a .gguf file, "
             "a run directory of `azr train`, or 'embedded')"
         )
-    checkpoints = path / "checkpoints"
-    if not checkpoints.is_dir():
+    run = RunDir(path)
+    if not run.checkpoints_dir.is_dir():
         return str(path)
-    candidates = []
-    for child in checkpoints.iterdir():
-        match = _STEP_DIR.match(child.name)
-        if match is None:
-            continue
-        if (child / "model").is_dir():
-            candidates.append((int(match.group(1)), child / "model"))
-        elif (child / "config.json").is_file():
-            candidates.append((int(match.group(1)), child))
-    if not candidates:
+    latest = run.latest_checkpoint()
+    if latest is None:
         raise ValueError(
-            f"--model {model}: a run directory, but {checkpoints} holds no checkpoint with a model"
+            f"--model {model}: a run directory, but {run.checkpoints_dir} holds no complete checkpoint"
         )
-    return str(max(candidates)[1])
+    return str(latest[1] / "model")
 
 
 def _parse_benchmark_files(options: list[str]) -> dict[str, Path]:
