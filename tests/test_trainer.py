@@ -150,3 +150,36 @@ def test_bad_input_gets_a_clear_error_not_a_traceback(tmp_path: Path):
     output, _ = unknown.communicate(timeout=120)
     assert unknown.returncode == 2
     assert "selfplay.nonsense: unknown key" in output and "Traceback" not in output
+
+
+def test_lora_run_trains_only_the_adapter_and_resumes_it(tiny_model_dir: Path, tmp_path: Path):
+    from azr.config import load_config
+
+    settings = [*TINY_SETTINGS, f"model.path={tiny_model_dir}", "model.lora.enabled=true", "model.lora.r=4"]
+    config = load_config("tiny-cpu", settings)
+    run = RunDir.create(tmp_path / "run", config)
+    trainer = Trainer(config, run)
+    try:
+        frozen = {
+            n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" not in n
+        }
+        metrics = trainer.train_step()
+        assert metrics["update/grad_norm"] >= 0.0
+        for name, parameter in trainer.policy.model.named_parameters():
+            if "lora_" not in name:
+                assert torch.equal(parameter, frozen[name]), name
+        trainer.save_checkpoint()
+        adapter = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" in n}
+    finally:
+        trainer.close()
+    assert (run.checkpoint_dir(1) / "model" / "adapter_model.safetensors").is_file()
+
+    resumed = Trainer(config, run, resume=True)
+    try:
+        assert resumed.step == 1
+        restored = {n: p for n, p in resumed.policy.model.named_parameters() if "lora_" in n}
+        assert restored.keys() == adapter.keys()
+        assert all(torch.equal(restored[n], adapter[n]) for n in adapter)
+        assert all(p.requires_grad for p in restored.values())
+    finally:
+        resumed.close()
