@@ -12,6 +12,7 @@ from azr.parsing import (
     MAX_RESPONSE_CHARS,
     BadFormat,
     assert_call,
+    calls_of_f,
     check_arguments,
     check_program,
     check_value,
@@ -74,6 +75,7 @@ def every_parser(text: str) -> list[object]:
         check_value(text),
         check_arguments(text),
         assert_call(text),
+        calls_of_f(text),
         normalize_program(text),
         normalize_arguments(text),
     ]
@@ -160,6 +162,12 @@ def test_assert_call_reads_arguments_and_expected_value() -> None:
     assert assert_call("assert g(1) == 2") is None
     assert assert_call("assert f(1) != 2") is None
     assert assert_call("assert f() == 2") is None
+
+
+def test_calls_of_f_finds_calls_anywhere_in_a_line() -> None:
+    assert calls_of_f("result = f(42)") == ["42"]
+    assert calls_of_f("print(f('a', 1), f(x=2))") == ["'a', 1", "x=2"]
+    assert calls_of_f("g(1)") == [] and calls_of_f("f(") == []
 
 
 def test_normalisation_ignores_layout_and_quotes() -> None:

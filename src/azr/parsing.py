@@ -226,3 +226,26 @@ def assert_call(line: str) -> tuple[str, str | None] | None:
         return arguments, None if expected is None else ast.unparse(expected)
     except (ValueError, RecursionError):
         return None
+
+
+def calls_of_f(line: str) -> list[str]:
+    """Argument lists of every `f(...)` call in one line of code, e.g. `x = f(1)` or `print(f('a'))`.
+
+    Small models asked for asserts often write such calls instead; the executor computes the outputs, so
+    only the arguments matter.
+    """
+    line = line.strip()
+    if len(line) > 2 * MAX_EXPRESSION_CHARS or "\x00" in line:
+        return []
+    tree = _parses(line, "exec")
+    if tree is None:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        is_f = isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "f"
+        if is_f and (node.args or node.keywords):
+            try:
+                found.append(ast.unparse(node)[2:-1])
+            except (ValueError, RecursionError):
+                continue
+    return found

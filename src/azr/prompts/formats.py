@@ -25,6 +25,7 @@ from typing import ClassVar
 from azr.parsing import (
     BadFormat,
     assert_call,
+    calls_of_f,
     check_arguments,
     check_program,
     check_value,
@@ -193,11 +194,11 @@ class CompletionFormat(PromptFormat):
             stripped = line.strip()
             if stripped.startswith("#") and not message:
                 message = stripped.lstrip("#").strip()
-            elif stripped.startswith(("assert f(", "f(")):
-                found = assert_call(stripped)
-                arguments = found[0] if found else _leading_call(stripped)
-                if arguments is not None:
-                    candidates.append(arguments)
+            elif "f(" in stripped:
+                calls = calls_of_f(stripped)
+                if not calls and (garbled := _leading_call(stripped)) is not None:
+                    calls = [garbled]
+                candidates.extend(calls)
         if not message:
             return BadFormat("no `# message` line")
         inputs = _checked_inputs(candidates)
