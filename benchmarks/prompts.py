@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=160, help="proposals and induction answers")
     parser.add_argument("--answer-tokens", type=int, default=48, help="deduction and abduction answers")
     parser.add_argument("--types", default="deduction,abduction,induction")
+    parser.add_argument(
+        "--induction-inputs", type=int, default=10, help="N inputs an induction proposal needs"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=0, help="print this many raw responses per row")
     parser.add_argument("--model", help="model to load (default: the embedded SmolLM2-135M-Instruct)")
@@ -90,7 +93,9 @@ def main() -> None:
         print(f"seed pool: {len(io_tasks)} io tasks, {len(induction_tasks)} induction tasks", flush=True)
         pools = {"deduction": io_tasks, "abduction": io_tasks, "induction": induction_tasks}
         for name in args.types.split(","):
-            task_type = get_task_type(name)
+            task_type = get_task_type(
+                name, **({"n_inputs": args.induction_inputs} if name == "induction" else {})
+            )
             pool = pools[name]
             # Propose.
             prompts = []
