@@ -92,7 +92,11 @@ def test_stops_after_the_attempt_budget_when_the_model_cannot_propose(executor: 
 def test_induction_seeding_writes_inputs_for_given_programs(executor: Executor) -> None:
     induction = Induction(n_inputs=4)
     programs = [Task("def f(x):\n    return x * 3", "1", "3")]
-    lines = iter(" Triples.\n" + "\n".join(f"assert f({k + j}) == 0" for j in range(4)) for k in range(100))
+    # The prompt opens the first `assert f(`; the calls come first, the message comment last.
+    calls = (
+        "\n".join(f"assert f({k + j}) == 0" for j in range(4)).removeprefix("assert f(") for k in range(100)
+    )
+    lines = iter(f"{block}\n# Triples." for block in calls)
     result = grow_seed_tasks(
         induction,
         COMPLETION,
