@@ -65,3 +65,16 @@ def test_creating_over_an_existing_run_is_refused(run: RunDir):
 def test_opening_a_folder_that_is_not_a_run_says_so(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         RunDir.open(tmp_path)
+
+
+def test_metrics_lines_are_strict_json(run: RunDir):
+    run.append_metrics(
+        {"step": 1, "update/loss": float("nan"), "learnability/induction": None, "x": float("inf")}
+    )
+    line = run.metrics_path.read_text().splitlines()[0]
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == {
+        "step": 1,
+        "update/loss": None,
+        "learnability/induction": None,
+        "x": None,
+    }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -139,8 +140,10 @@ class RunDir:
     # metrics
 
     def append_metrics(self, record: dict[str, Any]) -> None:
+        # Strict JSON has no NaN or infinity: a diverged loss is written as null so that readers never break.
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.write(json.dumps(clean, sort_keys=True, allow_nan=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 

@@ -421,7 +421,7 @@ class Trainer:
             metrics[f"solve_rate/{name}"] = (
                 sum(bool(v and v.correct) for v in verdicts[name]) / cfg.batch_size
             )
-            metrics[f"learnability/{name}"] = sum(accs) / len(accs) if accs else float("nan")
+            metrics[f"learnability/{name}"] = sum(accs) / len(accs) if accs else None
             for reason, count in reasons.items():
                 metrics[f"proposals/{name}/{reason.replace(' ', '_')}"] = count
             # 6a. grow the buffer with this step's valid tasks (deduplicated by the buffer).
