@@ -180,3 +180,19 @@ def test_normalisation_ignores_layout_and_quotes() -> None:
 def test_responses_are_clipped_before_parsing() -> None:
     long_tail = "x" * (2 * MAX_RESPONSE_CHARS)
     assert think_answer("<think>a</think><answer>1</answer>" + long_tail) == "1"
+
+
+def test_completion_proposal_input_may_come_from_any_top_level_call_of_f():
+    from azr.prompts import get_format
+
+    fmt = get_format("completion")
+    response = "s):\n    return s[::-1]\ndef buff(x):\n    return f(x)\nprint(f('abc'))  # cba\n```"
+    assert fmt.program_and_input("deduction_propose", response) == (
+        "def f(s):\n    return s[::-1]\ndef buff(x):\n    return f(x)",
+        "'abc'",
+    )
+    assert fmt.program_and_input("deduction_propose", "x):\n    return x\ny = f(3)") == (
+        "def f(x):\n    return x",
+        "3",
+    )
+    assert isinstance(fmt.program_and_input("deduction_propose", "x):\n    return f(x)\n"), BadFormat)

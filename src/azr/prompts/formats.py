@@ -161,6 +161,12 @@ class R1Format(PromptFormat):
         return text if isinstance(text, BadFormat) else check_program(text)
 
 
+# Top-level lines that may hold the call naming a proposal's input: not indented (the function body),
+# not a comment, decorator, import or another definition.
+_CALLER_STARTS = tuple("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_DEFINITIONS = ("def ", "class ", "import ", "from ", "async ")
+
+
 class CompletionFormat(PromptFormat):
     """Few-shot code completion: the model continues a file of functions and `assert f(...) == ...` lines.
 
@@ -174,18 +180,25 @@ class CompletionFormat(PromptFormat):
         return (self.prefix(template) + clip(response)).replace("\r\n", "\n")
 
     def program_and_input(self, template: str, response: str) -> tuple[str, str] | BadFormat:
+        """The program is every line before the first top-level line that calls `f`; the input is that
+        call's argument list. Small models often write `print(f(x))` or `y = f(x)` instead of the assert;
+        the executor computes the output, so any call names the input."""
         lines = self._text(template, response).split("\n")
         for index, line in enumerate(lines):
-            if line.startswith("assert f("):
-                program = check_program("\n".join(lines[:index]))
-                if isinstance(program, BadFormat):
-                    return program
-                found = assert_call(line)
-                arguments = found[0] if found else _leading_call(line)
-                if arguments is None:
-                    return BadFormat("assert line has no readable call")
-                return program, arguments
-        return BadFormat("no `assert f(...)` line after the program")
+            if index == 0 or not line.startswith(_CALLER_STARTS) or line.startswith(_DEFINITIONS):
+                continue
+            if "f(" not in line:
+                continue
+            program = check_program("\n".join(lines[:index]))
+            if isinstance(program, BadFormat):
+                return program
+            found = assert_call(line)
+            calls = [found[0]] if found else calls_of_f(line)
+            arguments = calls[0] if calls else _leading_call(line)
+            if arguments is None:
+                return BadFormat("the line calling f has no readable call")
+            return program, arguments
+        return BadFormat("no line calling `f(...)` after the program")
 
     def inputs_and_message(self, template: str, response: str) -> tuple[list[str], str] | BadFormat:
         message = ""
