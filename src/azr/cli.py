@@ -65,7 +65,9 @@ def train(
 
     console = Console()
     extra = (
-        list(overrides) + ([f"model.path={model}"] if model else []) + ([f"steps={steps}"] if steps else [])
+        list(overrides)
+        + ([f"model.path={model}"] if model is not None else [])
+        + ([f"steps={steps}"] if steps is not None else [])
     )
     try:
         if resume is not None:
