@@ -23,6 +23,7 @@ from azr.parsing import (
     think_answer,
 )
 from azr.prompts import get_format
+from azr.prompts.formats import inputs_and_message_of
 from azr.tasks import TASK_TYPES, Proposal, ProposerPrompt, get_task_type
 
 FORMATS = ("r1", "completion")
@@ -196,3 +197,10 @@ def test_completion_proposal_input_may_come_from_any_top_level_call_of_f():
         "3",
     )
     assert isinstance(fmt.program_and_input("deduction_propose", "x):\n    return f(x)\n"), BadFormat)
+
+
+def test_completion_induction_proposals_take_calls_anywhere_and_the_first_comment() -> None:
+    text = "assert f(1) == ???\nprint(f('a'), f([2, 3]))\n# Doubles it.\n# a second comment\nf(4)"
+    assert inputs_and_message_of(text) == (["1", "'a'", "[2, 3]", "4"], "Doubles it.")
+    assert inputs_and_message_of("assert f(1) == 2\nassert f(2) == 4") == BadFormat("no `# message` line")
+    assert inputs_and_message_of("# Doubles it.\nf(x y)") == BadFormat("no readable `assert f(...)` line")

@@ -201,23 +201,7 @@ class CompletionFormat(PromptFormat):
         return BadFormat("no line calling `f(...)` after the program")
 
     def inputs_and_message(self, template: str, response: str) -> tuple[list[str], str] | BadFormat:
-        message = ""
-        candidates: list[str] = []
-        for line in self._text(template, response).split("\n"):
-            stripped = line.strip()
-            if stripped.startswith("#") and not message:
-                message = stripped.lstrip("#").strip()
-            elif "f(" in stripped:
-                calls = calls_of_f(stripped)
-                if not calls and (garbled := _leading_call(stripped)) is not None:
-                    calls = [garbled]
-                candidates.extend(calls)
-        if not message:
-            return BadFormat("no `# message` line")
-        inputs = _checked_inputs(candidates)
-        if not inputs:
-            return BadFormat("no readable `assert f(...)` line")
-        return inputs, message
+        return inputs_and_message_of(self._text(template, response))
 
     def value(self, template: str, response: str) -> str | BadFormat:
         line = self._text(template, response).split("\n", 1)[0]
@@ -238,6 +222,28 @@ class CompletionFormat(PromptFormat):
             len(lines),
         )
         return check_program("\n".join(lines[:end]))
+
+
+def inputs_and_message_of(text: str) -> tuple[list[str], str] | BadFormat:
+    """Induction proposal in completion style: the first `# ...` line is the message, every `f(...)` call
+    on the other lines gives an input (the rest of such a line is ignored: the executor computes outputs)."""
+    message = ""
+    candidates: list[str] = []
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith("#") and not message:
+            message = stripped.lstrip("#").strip()
+        elif "f(" in stripped:
+            calls = calls_of_f(stripped)
+            if not calls and (garbled := _leading_call(stripped)) is not None:
+                calls = [garbled]
+            candidates.extend(calls)
+    if not message:
+        return BadFormat("no `# message` line")
+    inputs = _checked_inputs(candidates)
+    if not inputs:
+        return BadFormat("no readable `assert f(...)` line")
+    return inputs, message
 
 
 MAX_CUTS = 4

@@ -1,0 +1,209 @@
+"""Compare completion-style layouts of the induction proposer prompt on one model, side by side.
+
+Every layout gets the same targets (programs from the shipped deduction/abduction seed set, as the trainer
+samples them) and the same worked examples (shipped induction seeds), is sampled once per prompt at
+`--temperature`, parsed with the completion parser and validated with the real executor: a proposal is
+valid when at least N distinct inputs run, exactly as in training. The `shipped` row is the product's own
+prompt (`Induction.proposer_prompt`); the others are the alternatives tried while looking for a layout the
+135M default can follow.
+
+    .venv/bin/python benchmarks/induction_formats.py --samples 24 --inputs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from azr.executor import Executor, ExecutorConfig
+from azr.generation import SamplingParams, TransformersBackend
+from azr.parsing import BadFormat, normalize_arguments, one_line
+from azr.policy import load_policy
+from azr.prompts import get_format
+from azr.prompts.formats import inputs_and_message_of
+from azr.seeding import validate_seed_tasks
+from azr.tasks import Task, get_task_type, load_seed_tasks
+from azr.tasks.base import Proposal
+from azr.tasks.induction import distinct, one_line_message
+from azr.tasks.seeds import shipped_seed_path
+
+BLANK_LINE_STOP = ("\n\n", "\ndef ")
+
+
+def asserts(task: Task, count: int) -> str:
+    return "\n".join(
+        f"assert f({one_line(i)}) == {one_line(o)}"
+        for i, o in zip(task.inputs[:count], task.outputs[:count], strict=True)
+    )
+
+
+def calls(task: Task, count: int) -> str:
+    return "\n".join(f"f({one_line(i)})" for i in task.inputs[:count])
+
+
+def comment(task: Task) -> str:
+    return "# " + one_line_message(task.message)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A hand-written prompt layout: instruction line, how an example is shown, how the prompt ends."""
+
+    name: str
+    instruction: str
+    example: Callable[[Task, int], str]
+    ending: Callable[[Task], str]
+    stop: tuple[str, ...] = BLANK_LINE_STOP
+    shows_target_input: bool = False
+
+    def prompt(self, target: Task, examples: list[Task], n_inputs: int) -> str:
+        shown = "\n\n".join(self.example(example, n_inputs) for example in examples)
+        return f"{self.instruction.format(n=n_inputs)}\n\n{shown}\n\n{self.ending(target)}"
+
+
+LAYOUTS = [
+    Layout(
+        "calls, message last",
+        "# Python functions. After each function: {n} calls with different inputs, then a comment that says "
+        "what it does.",
+        lambda t, n: f"{t.program}\n{calls(t, n)}\n{comment(t)}",
+        lambda t: f"{t.program}\nf(",
+    ),
+    Layout(
+        "calls, message last, no blank-line stop",
+        "# Python functions. After each function: {n} calls with different inputs, then a comment that says "
+        "what it does.",
+        lambda t, n: f"{t.program}\n{calls(t, n)}\n{comment(t)}",
+        lambda t: f"{t.program}\nf(",
+        stop=("\ndef ",),
+    ),
+    Layout(
+        "message first, then calls",
+        "# Python functions. After each function: a comment that says what it does, then {n} calls with "
+        "different inputs.",
+        lambda t, n: f"{t.program}\n{comment(t)}\n{calls(t, n)}",
+        lambda t: f"{t.program}\n# ",
+    ),
+    Layout(
+        "asserts after the target's known input",
+        "# Python functions. After each function: one assert that calls it, then {n} more asserts with other "
+        "inputs of the same kind, then a comment that says what it does.",
+        lambda t, n: f"{t.program}\n{asserts(t, n + 1)}\n{comment(t)}",
+        lambda t: f"{t.program}\nassert f({one_line(t.input)}) == {one_line(t.output)}\nassert f(",
+        shows_target_input=True,
+    ),
+    Layout(
+        "one print line of calls",
+        "# Python functions. After each function: one line that prints {n} calls with different inputs, then "
+        "a comment that says what the function does.",
+        lambda t, n: (
+            f"{t.program}\nprint({', '.join(f'f({one_line(i)})' for i in t.inputs[:n])})\n{comment(t)}"
+        ),
+        lambda t: f"{t.program}\nprint(f(",
+    ),
+]
+
+
+def cut(text: str, stop: tuple[str, ...]) -> str:
+    return text[: min((text.find(s) for s in stop if s in text), default=len(text))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", type=int, default=24, help="proposals per layout")
+    parser.add_argument("--inputs", type=int, default=3, help="N: distinct valid inputs a proposal needs")
+    parser.add_argument("--examples", type=int, default=2, help="worked induction examples per prompt")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--model", help="model to load (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    fmt = get_format("completion")
+    induction = get_task_type("induction", n_inputs=args.inputs)
+    backend = TransformersBackend.from_policy(load_policy(args.model), max_batch_size=16)
+    rows = []
+    with Executor(ExecutorConfig(workers=0, timeout_s=5.0)) as executor:
+        targets_pool = validate_seed_tasks(
+            get_task_type("deduction"), executor, load_seed_tasks(shipped_seed_path("io"))
+        )
+        examples_pool = validate_seed_tasks(
+            induction, executor, load_seed_tasks(shipped_seed_path("induction"))
+        )
+        rng = random.Random(args.seed)
+        draws = [
+            (rng.choice(targets_pool), rng.sample(examples_pool, args.examples)) for _ in range(args.samples)
+        ]
+        shipped_stop = tuple(induction.stop(fmt, "propose"))
+        shipped_prefix = fmt.prefix(induction.template("propose"))
+        candidates: list[tuple[str, list[str], str, tuple[str, ...], bool]] = [
+            (
+                "shipped (asserts with outputs, message last)",
+                [induction.proposer_prompt(fmt, [t, *ex]).text for t, ex in draws],
+                shipped_prefix,
+                shipped_stop,
+                False,
+            )
+        ]
+        for layout in LAYOUTS:
+            prompts = [layout.prompt(t, ex, args.inputs) for t, ex in draws]
+            prefix = prompts[0][prompts[0].rindex("\n") + 1 :]
+            candidates.append((layout.name, prompts, prefix, layout.stop, layout.shows_target_input))
+
+        for name, prompts, prefix, stop, shows_target_input in candidates:
+            started = time.time()
+            params = SamplingParams(
+                temperature=args.temperature, max_new_tokens=args.max_new_tokens, stop=stop
+            )
+            completions = backend.generate(prompts, params, seed=args.seed)
+            failures: Counter[str] = Counter()
+            parsed = valid = inputs_run = 0
+            for (target, _), completion in zip(draws, completions, strict=True):
+                read = inputs_and_message_of(prefix + cut(completion.text, stop))
+                if isinstance(read, BadFormat):
+                    failures[read.reason] += 1
+                    continue
+                parsed += 1
+                inputs, message = read
+                if shows_target_input:
+                    # The shown call is not the proposer's own input.
+                    known = normalize_arguments(one_line(target.input))
+                    inputs = [i for i in inputs if normalize_arguments(i) != known]
+                proposal = Proposal(
+                    target.program, inputs=tuple(distinct(inputs)[: 2 * args.inputs]), message=message
+                )
+                validation = induction.validate(executor, proposal).result()
+                ran = sum(
+                    r.ok
+                    for r in (f.result() for f in executor.validate_inputs(target.program, proposal.inputs))
+                )
+                inputs_run += ran
+                if validation.valid:
+                    valid += 1
+                else:
+                    failures[f"fewer than {args.inputs} inputs run"] += 1
+            top = ", ".join(f"{reason} ({count})" for reason, count in failures.most_common(2))
+            rows.append((name, parsed, valid, inputs_run, time.time() - started, top))
+            print(*rows[-1], sep=" | ", flush=True)
+
+    print(
+        f"\ninduction proposals, N = {args.inputs}, {args.samples} samples per layout, "
+        f"temperature {args.temperature}, seed {args.seed}"
+    )
+    print("| layout | parsed | valid | inputs that ran | seconds | main failures |")
+    print("|---|---|---|---|---|---|")
+    n = args.samples
+    for name, parsed, valid, inputs_run, seconds, top in rows:
+        print(f"| {name} | {parsed}/{n} | {valid}/{n} | {inputs_run} | {seconds:.0f} | {top} |")
+
+
+if __name__ == "__main__":
+    main()
