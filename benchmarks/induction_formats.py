@@ -110,10 +110,6 @@ LAYOUTS = [
 ]
 
 
-def cut(text: str, stop: tuple[str, ...]) -> str:
-    return text[: min((text.find(s) for s in stop if s in text), default=len(text))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=24, help="proposals per layout")
@@ -167,7 +163,7 @@ def main() -> None:
             failures: Counter[str] = Counter()
             parsed = valid = inputs_run = 0
             for (target, _), completion in zip(draws, completions, strict=True):
-                read = inputs_and_message_of(prefix + cut(completion.text, stop))
+                read = inputs_and_message_of(prefix + completion.text)
                 if isinstance(read, BadFormat):
                     failures[read.reason] += 1
                     continue

@@ -34,16 +34,10 @@ def generate(
     max_new_tokens: int,
     seed: int,
 ) -> list[str]:
-    """One completion per prompt (greedy at temperature 0), cut at the first stop string."""
+    """One completion per prompt (greedy at temperature 0); the backend already ends each text before its
+    first stop string."""
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, stop=tuple(stop))
-    completions = backend.generate(prompts, params, seed=seed)
-    texts = []
-    for completion in completions:
-        cut = min(
-            (completion.text.find(s) for s in stop if s in completion.text), default=len(completion.text)
-        )
-        texts.append(completion.text[:cut])
-    return texts
+    return [completion.text for completion in backend.generate(prompts, params, seed=seed)]
 
 
 def main() -> None:
