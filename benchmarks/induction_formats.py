@@ -28,7 +28,7 @@ from azr.policy import load_policy
 from azr.prompts import get_format
 from azr.prompts.formats import inputs_and_message_of
 from azr.seeding import validate_seed_tasks
-from azr.tasks import Task, get_task_type, load_seed_tasks
+from azr.tasks import Induction, Task, get_task_type, load_seed_tasks
 from azr.tasks.base import Proposal
 from azr.tasks.induction import distinct, one_line_message
 from azr.tasks.seeds import shipped_seed_path
@@ -124,7 +124,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     fmt = get_format("completion")
-    induction = get_task_type("induction", n_inputs=args.inputs)
+    induction = Induction(n_inputs=args.inputs)
     backend = TransformersBackend.from_policy(load_policy(args.model), max_batch_size=16)
     rows = []
     with Executor(ExecutorConfig(workers=0, timeout_s=5.0)) as executor:

@@ -22,7 +22,7 @@ from azr.parsing import BadFormat
 from azr.policy import load_policy
 from azr.prompts import get_format
 from azr.seeding import validate_seed_tasks
-from azr.tasks import get_task_type, load_seed_tasks
+from azr.tasks import Induction, get_task_type, load_seed_tasks
 from azr.tasks.seeds import shipped_seed_path
 
 
@@ -87,9 +87,7 @@ def main() -> None:
         print(f"seed pool: {len(io_tasks)} io tasks, {len(induction_tasks)} induction tasks", flush=True)
         pools = {"deduction": io_tasks, "abduction": io_tasks, "induction": induction_tasks}
         for name in args.types.split(","):
-            task_type = get_task_type(
-                name, **({"n_inputs": args.induction_inputs} if name == "induction" else {})
-            )
+            task_type = Induction(args.induction_inputs) if name == "induction" else get_task_type(name)
             pool = pools[name]
             # Propose.
             prompts = []

@@ -27,15 +27,15 @@ def peak_rss_gb() -> float:
 
 
 def first_generation_requests(trainer: Trainer) -> list[tuple[str, str, object]]:
-    """The (group, prompt, params) list of a step's propose+solve generation."""
+    """The (group, prompt, params) list of a step's proposals and solver batch, as six phases."""
     size = trainer.config.selfplay.batch_size
     requests = []
     for name, task_type in trainer.task_types.items():
         for _ in range(size):
-            prompt = trainer._proposer_prompt(name, task_type)
+            prompt = trainer._proposer_prompt(task_type)
             requests.append((f"{name}/propose", prompt.text, trainer._params(task_type, "propose")))
         for task in trainer.buffers[name].sample_solver_batch(trainer.rng, size):
-            prompt = trainer._solver_prompt(name, task_type, task)
+            prompt = trainer._solver_prompt(task_type, task)
             requests.append((f"{name}/solve", prompt, trainer._params(task_type, "solve")))
     return requests
 

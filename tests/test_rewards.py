@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from azr.rewards import RewardConfig, learnability_reward, proposer_reward, solve_rate, solver_reward
 
 PAPER = RewardConfig()
-REFERENCE = RewardConfig(learnability="reference")
+REFERENCE = RewardConfig(learnability="reference", invalid_proposal_reward=-1.0)
 
 
 @pytest.mark.parametrize(
@@ -30,22 +30,58 @@ def test_solve_rate_over_learnability_samples() -> None:
     assert solve_rate([]) == 0.0
 
 
-def test_proposer_reward_orders_format_invalid_and_learnable() -> None:
-    assert proposer_reward(parsed=False, valid=False, acc=None, config=PAPER) == -1.0
-    assert proposer_reward(parsed=True, valid=False, acc=None, config=PAPER) == -0.5
-    assert proposer_reward(parsed=True, valid=True, acc=3 / 8, config=PAPER) == pytest.approx(5 / 8)
-    assert proposer_reward(parsed=True, valid=True, acc=1.0, config=REFERENCE) == -0.5
+# Every row of the documented table (azr.rewards docstring, README "Rewards"): role, case, paper, reference.
+TABLE = [
+    ("solve", "unparseable", -1.0, -1.0),
+    ("solve", "wrong", -0.5, -0.5),
+    ("solve", "right", 1.0, 1.0),
+    ("propose", "unparseable", -1.0, -1.0),
+    ("propose", "invalid", -0.5, -1.0),
+    ("propose", "acc=3/8", 5 / 8, 5 / 8),
+    ("propose", "acc=0", 0.0, -0.5),
+    ("propose", "acc=1", 0.0, -0.5),
+]
+
+
+def reward_of(role: str, case: str, config: RewardConfig) -> float:
+    if role == "solve":
+        return solver_reward(parsed=case != "unparseable", correct=case == "right", config=config)
+    acc = {"acc=3/8": 3 / 8, "acc=0": 0.0, "acc=1": 1.0}.get(case)
+    return proposer_reward(parsed=case != "unparseable", valid=acc is not None, acc=acc, config=config)
+
+
+@pytest.mark.parametrize(("role", "case", "paper", "reference"), TABLE)
+def test_every_documented_case(role: str, case: str, paper: float, reference: float) -> None:
+    assert reward_of(role, case, PAPER) == pytest.approx(paper)
+    assert reward_of(role, case, REFERENCE) == pytest.approx(reference)
+
+
+def test_the_documented_table_is_the_one_tested() -> None:
+    import azr.rewards
+
+    def value(cell: str) -> float:
+        return 1 - 3 / 8 if cell == "1-acc" else float(cell)  # the tested 0 < acc < 1 case is 3/8
+
+    rows = [line for line in azr.rewards.__doc__.splitlines() if line.startswith(("| solve", "| propose"))]
+    documented = []
+    for row in rows:
+        role, _, paper, reference, _ = (cell.strip() for cell in row.strip("|").split("|"))
+        documented.append((role, value(paper), value(reference)))
+    # The table writes acc = 0 and acc = 1 as one row.
+    tested = [(role, paper, reference) for role, case, paper, reference in TABLE if case != "acc=1"]
+    assert documented == tested
+
+
+def test_valid_proposals_need_their_solve_rate() -> None:
     with pytest.raises(ValueError, match="solve rate"):
         proposer_reward(parsed=True, valid=True, acc=None, config=PAPER)
 
 
-def test_solver_reward_with_and_without_composite_penalty() -> None:
-    composite = RewardConfig(composite=True)
-    assert solver_reward(parsed=True, correct=True, config=PAPER) == 1.0
-    assert solver_reward(parsed=True, correct=False, config=PAPER) == 0.0
-    assert solver_reward(parsed=False, correct=False, config=PAPER) == -1.0
-    assert solver_reward(parsed=True, correct=False, config=composite) == -0.5
-    assert solver_reward(parsed=False, correct=False, config=composite) == -1.0
+def test_composite_off_gives_wrong_answers_zero() -> None:
+    plain = RewardConfig(composite=False)
+    assert solver_reward(parsed=True, correct=False, config=plain) == 0.0
+    assert solver_reward(parsed=False, correct=False, config=plain) == -1.0
+    assert solver_reward(parsed=True, correct=True, config=plain) == 1.0
 
 
 def test_config_is_strict() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from azr.buffer import TaskBuffer
 from azr.executor import Executor, ExecutorConfig
 from azr.prompts import get_format
 from azr.seeding import GenerationRequest, grow_seed_tasks, proposal_of, validate_seed_tasks
@@ -91,7 +92,8 @@ def test_stops_after_the_attempt_budget_when_the_model_cannot_propose(executor: 
 
 def test_induction_seeding_writes_inputs_for_given_programs(executor: Executor) -> None:
     induction = Induction(n_inputs=4)
-    programs = [Task("def f(x):\n    return x * 3", "1", "3")]
+    programs = TaskBuffer(":memory:", "deduction")
+    programs.add([Task("def f(x):\n    return x * 3", "1", "3")])
     # The prompt opens the first `assert f(`; the calls come first, the message comment last.
     calls = (
         "\n".join(f"assert f({k + j}) == 0" for j in range(4)).removeprefix("assert f(") for k in range(100)
@@ -105,13 +107,16 @@ def test_induction_seeding_writes_inputs_for_given_programs(executor: Executor) 
         induction.seed_tasks(),
         target=3,
         rng=random.Random(0),
-        programs=programs,
+        other_pools={"deduction": programs},
         references=1,
         batch_size=2,
     )
     assert result.reached
     assert result.tasks[1] == Task(
-        programs[0].program, inputs=("0", "1", "2", "3"), outputs=("0", "3", "6", "9"), message="Triples."
+        programs.tasks[0].program,
+        inputs=("0", "1", "2", "3"),
+        outputs=("0", "3", "6", "9"),
+        message="Triples.",
     )
 
 

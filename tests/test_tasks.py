@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
 
+from azr.buffer import TaskBuffer
+from azr.config import SelfPlayConfig
 from azr.executor import Executor, ExecutorConfig, Status
 from azr.parsing import BadFormat
 from azr.prompts import get_format
@@ -17,10 +20,7 @@ from azr.tasks import (
     Proposal,
     Task,
     TaskType,
-    done,
-    gather,
     get_task_type,
-    then,
 )
 
 COMPLETION = get_format("completion")
@@ -137,9 +137,29 @@ def test_induction_solver_sees_half_and_is_judged_on_the_rest(executor: Executor
     assert not induction.judge(executor, task, overfit).result().correct
 
 
-def test_future_helpers_compose_and_carry_errors() -> None:
-    assert then(done(2), lambda x: x + 1).result() == 3
-    assert gather([done(1), then(done(1), lambda x: x * 5)]).result() == [1, 5]
-    assert gather([]).result() == []
-    with pytest.raises(ZeroDivisionError):
-        then(done(0), lambda x: 1 / x).result()
+def test_induction_takes_its_program_from_the_program_buffers_and_its_examples_from_its_own() -> None:
+    pools = {name: TaskBuffer(":memory:", name) for name in ("deduction", "abduction", "induction")}
+    pools["deduction"].add([DOUBLE])
+    pools["abduction"].add([Task("def f(s):\n    return s[::-1]", "'ab'", "'ba'")])
+    induction = Induction(n_inputs=4)
+    pools["induction"].add(induction.seed_tasks())
+    rng = random.Random(0)
+    drawn = [induction.proposer_references(pools, rng, 3) for _ in range(40)]
+    targets = {references[0].program for references in drawn}
+    assert targets == {t.program for name in ("deduction", "abduction") for t in pools[name].tasks}
+    assert all(references[1:] == list(pools["induction"].tasks) for references in drawn)
+    # Without program buffers (induction trained alone) its own programs are the targets.
+    alone = induction.proposer_references({"induction": pools["induction"]}, rng, 1)
+    assert alone == list(pools["induction"].tasks)
+    # Program-and-input types show their own buffer only.
+    assert Deduction().proposer_references(pools, rng, 5) == list(pools["deduction"].tasks)
+
+
+def test_task_types_read_their_options_and_seed_rows_themselves() -> None:
+    selfplay = SelfPlayConfig(induction_inputs=3)
+    assert get_task_type("induction", selfplay).n_inputs == 3
+    assert isinstance(get_task_type("deduction", selfplay), Deduction)
+    induction_row = Task("def f(a):\n    return a", inputs=("1",), outputs=("1",), message="id")
+    assert Induction().accepts(induction_row) and not Induction().accepts(DOUBLE)
+    assert Abduction().accepts(DOUBLE) and not Abduction().accepts(induction_row)
+    assert {TASK_TYPES[name].seed_set for name in TASK_TYPES} == {"io", "induction"}

@@ -12,6 +12,7 @@ import json
 import random
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from azr.parsing import normalize_arguments, normalize_program
@@ -58,9 +59,16 @@ def _row(task: Task) -> tuple:
 
 
 def _task(row: Sequence) -> Task:
-    program, input_expr, output, inputs, outputs, message, step = row
+    task_id, program, input_expr, output, inputs, outputs, message, step = row
     return Task(
-        program, input_expr, output, tuple(json.loads(inputs)), tuple(json.loads(outputs)), message, step
+        program,
+        input_expr,
+        output,
+        tuple(json.loads(inputs)),
+        tuple(json.loads(outputs)),
+        message,
+        step,
+        task_id,
     )
 
 
@@ -77,8 +85,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
 class TaskBuffer:
     """The tasks of one type. Open several types on the same file; each reloads its rows on open.
 
-    `cap` bounds the size; when exceeded, the oldest tasks are dropped (the reference kept the oldest and
-    discarded new ones, which freezes the curriculum).
+    Every stored task carries its `task_id`, the row id: stable for the life of the run, so samples and
+    reports can point at a task. `cap` bounds the size; when exceeded, the oldest tasks are dropped (the
+    reference kept the oldest and discarded new ones, which freezes the curriculum).
     """
 
     def __init__(self, path: str | Path | sqlite3.Connection, task_type: str, cap: int = 16384) -> None:
@@ -88,13 +97,12 @@ class TaskBuffer:
         self.cap = cap
         self._db = path if isinstance(path, sqlite3.Connection) else connect(path)
         rows = self._db.execute(
-            "SELECT id, key, program, input, output, inputs, outputs, message, step FROM tasks "
+            "SELECT key, id, program, input, output, inputs, outputs, message, step FROM tasks "
             "WHERE task_type = ? ORDER BY id",
             (task_type,),
         ).fetchall()
-        self._ids = [row[0] for row in rows]
-        self._keys = {row[1] for row in rows}
-        self._tasks = [_task(row[2:]) for row in rows]
+        self._tasks = [_task(row[1:]) for row in rows]
+        self._by_key = {row[0]: task for row, task in zip(rows, self._tasks, strict=True)}
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -104,55 +112,59 @@ class TaskBuffer:
         """All tasks, oldest first."""
         return tuple(self._tasks)
 
+    def stored(self, task: Task) -> Task | None:
+        """The stored task that `task` duplicates (same key), with its id and the step that added it."""
+        return self._by_key.get(task_key(task))
+
     def add(self, tasks: Iterable[Task]) -> int:
         """Insert new tasks (duplicates of stored or earlier ones are skipped) in one transaction, then
         apply the cap. Returns how many were inserted."""
-        fresh: list[tuple[str, Task]] = []
-        seen = set(self._keys)
+        fresh: dict[str, Task] = {}
         for task in tasks:
             key = task_key(task)
-            if key not in seen:
-                seen.add(key)
-                fresh.append((key, task))
+            if key not in self._by_key and key not in fresh:
+                fresh[key] = task
         if not fresh:
             return 0
-        ids = []
+        stored = []
         with self._db:  # one transaction: all or nothing, even if the process dies midway
             self._db.execute("BEGIN IMMEDIATE")
-            for key, task in fresh:
+            for key, task in fresh.items():
                 cursor = self._db.execute(
                     "INSERT INTO tasks (task_type, key, program, input, output, inputs, outputs, message,"
                     " step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (self.task_type, key, *_row(task)),
                 )
-                ids.append(cursor.lastrowid)
-            overflow = len(self._tasks) + len(fresh) - self.cap
+                stored.append((key, replace(task, task_id=cursor.lastrowid)))
+            overflow = len(self._tasks) + len(stored) - self.cap
             if overflow > 0:
-                dropped_ids = (self._ids + ids)[:overflow]
-                self._db.executemany("DELETE FROM tasks WHERE id = ?", [(i,) for i in dropped_ids])
-        self._ids.extend(ids)
-        self._keys.update(key for key, _ in fresh)
-        self._tasks.extend(task for _, task in fresh)
+                dropped = (self._tasks + [task for _, task in stored])[:overflow]
+                self._db.executemany("DELETE FROM tasks WHERE id = ?", [(t.task_id,) for t in dropped])
+        self._by_key.update(stored)
+        self._tasks.extend(task for _, task in stored)
         if overflow > 0:
-            self._keys.difference_update(task_key(task) for task in self._tasks[:overflow])
-            del self._ids[:overflow], self._tasks[:overflow]
-        return len(fresh)
+            for task in self._tasks[:overflow]:
+                del self._by_key[task_key(task)]
+            del self._tasks[:overflow]
+        return len(stored)
 
     def sample_references(self, rng: random.Random, k: int) -> list[Task]:
         """k distinct tasks uniformly at random (all of them, shuffled, when fewer than k)."""
         return rng.sample(self._tasks, min(k, len(self._tasks)))
 
-    def sample_solver_batch(self, rng: random.Random, n: int) -> list[Task]:
-        """n tasks for the solver: the newest step's tasks first (newest first), then uniformly from the
-        rest without replacement; only when the buffer holds fewer than n tasks are some drawn again."""
-        if not self._tasks:
+    def sample_solver_batch(self, rng: random.Random, n: int, first: Sequence[Task] = ()) -> list[Task]:
+        """n tasks for the solver (the paper's solve phase): `first` (this step's valid tasks, at most n of
+        them, in order), then uniform draws without replacement from the rest of the buffer. A step that
+        added nothing gets a uniform sample of the whole buffer. Only a buffer with fewer than n tasks
+        repeats some."""
+        if not self._tasks and not first:
             raise ValueError(f"the {self.task_type} buffer is empty")
-        latest = self._tasks[-1].step
-        newest = [task for task in reversed(self._tasks) if task.step == latest][:n]
-        rest = [task for task in self._tasks if task.step != latest]
-        batch = newest + rng.sample(rest, min(n - len(newest), len(rest)))
+        batch = list(first[:n])
+        taken = {task_key(task) for task in batch}
+        rest = [task for key, task in self._by_key.items() if key not in taken]
+        batch += rng.sample(rest, min(n - len(batch), len(rest)))
         if len(batch) < n:
-            batch += rng.choices(self._tasks, k=n - len(batch))
+            batch += rng.choices(batch, k=n - len(batch))
         return batch
 
     def remove_after(self, step: int) -> int:
@@ -164,16 +176,20 @@ class TaskBuffer:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("DELETE FROM tasks WHERE task_type = ? AND step > ?", (self.task_type, step))
-            self._ids = [self._ids[i] for i in keep]
             self._tasks = [self._tasks[i] for i in keep]
-            self._keys = {task_key(task) for task in self._tasks}
+            self._by_key = {task_key(task): task for task in self._tasks}
         return removed
 
     def export_jsonl(self, path: str | Path) -> int:
         """Write every task as one JSON object per line (oldest first); returns the count."""
         with Path(path).open("w", encoding="utf-8") as out:
             for task in self._tasks:
-                row = {"task_type": self.task_type, "program": task.program, "step": task.step}
+                row = {
+                    "task_type": self.task_type,
+                    "task_id": task.task_id,
+                    "program": task.program,
+                    "step": task.step,
+                }
                 if task.inputs:
                     row |= {
                         "inputs": list(task.inputs),

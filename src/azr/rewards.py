@@ -1,8 +1,22 @@
-"""Rewards of both roles (SPEC 5), as pure functions of parse and executor outcomes.
+"""Rewards of both roles, as pure functions of parse and executor outcomes.
 
-Solver: 1 if correct, else 0. Proposer: learnability 1 − acc of the current solver on the proposed task,
-0 when the task is trivial (acc = 1) or impossible (acc = 0). Responses that cannot be parsed get the format
-penalty; a parsed proposal the executor rejects gets the invalid-proposal reward.
+Every case, in the paper (Zhao et al. 2025, eqs. 4-6: learnability, solver accuracy and the format-aware
+composite penalty) and in the published reference code (its `CodeIORewardManager`, training split):
+
+| role    | case                        | paper | reference | `RewardConfig` field                |
+|---------|-----------------------------|-------|-----------|-------------------------------------|
+| solve   | response cannot be parsed   | -1    | -1        | `format_penalty`                    |
+| solve   | parsed, wrong answer        | -0.5  | -0.5      | `wrong_answer_reward` (`composite`) |
+| solve   | parsed, right answer        | 1     | 1         | (fixed)                             |
+| propose | response cannot be parsed   | -1    | -1        | `format_penalty`                    |
+| propose | parsed, executor rejects it | -0.5  | -1        | `invalid_proposal_reward`           |
+| propose | valid, 0 < acc < 1          | 1-acc | 1-acc     | (fixed)                             |
+| propose | valid, acc = 0 or acc = 1   | 0     | -0.5      | `learnability`                      |
+
+The defaults are the paper's. The reference code gives a program that fails validation a format score of
+0, hence the format penalty, and maps a proposer reward of 0 (acc in {0, 1}) to -0.5 like any other
+"well formatted but wrong" response. `composite: false` drops the -0.5 for wrong solver answers (solver
+reward exactly 1[correct], as in the paper's eq. 5 read without eq. 6).
 """
 
 from __future__ import annotations
@@ -14,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RewardConfig(BaseModel):
-    """Reward switches. The defaults are the paper's; `learnability="reference"` and `composite=True`
-    reproduce the published reference code."""
+    """Reward switches; the defaults are the paper's (table in the module docstring). To reproduce the
+    reference code: `learnability: reference`, `invalid_proposal_reward: -1.0`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -30,10 +44,13 @@ class RewardConfig(BaseModel):
     invalid_proposal_reward: float = Field(
         -0.5,
         description="Reward of a parsed proposal the executor rejects (error, timeout, banned, "
-        "nondeterministic, too few induction inputs): the paper's 'well formed but wrong'.",
+        "nondeterministic, too few induction inputs): -0.5 in the paper ('wrong but well formatted'), "
+        "-1 in the reference code.",
     )
     composite: bool = Field(
-        False, description="Give well-formed but wrong solver answers `wrong_answer_reward` instead of 0."
+        True,
+        description="Give well-formed but wrong solver answers `wrong_answer_reward` (paper and reference); "
+        "false gives them 0.",
     )
     wrong_answer_reward: float = Field(-0.5, description="Solver reward for a wrong answer when `composite`.")
 
@@ -69,8 +86,8 @@ def proposer_reward(parsed: bool, valid: bool, acc: float | None, config: Reward
 
 
 def solver_reward(parsed: bool, correct: bool, config: RewardConfig) -> float:
-    """Reward of one solver response: format penalty if unparsed, 1 if correct, else 0 (or the composite
-    wrong-answer reward)."""
+    """Reward of one solver response: format penalty if unparsed, 1 if correct, else the composite
+    wrong-answer reward (0 when `composite` is off)."""
     if not parsed:
         return config.format_penalty
     if correct:

@@ -1,4 +1,6 @@
-"""Growing a seed buffer from the identity task with the policy's own proposals, before any update (SPEC 7).
+"""Growing a seed buffer from the identity task with the policy's own proposals, before any update.
+
+The paper grows each buffer to 4·B tasks with the base model before step 1.
 
 Generation is a plain callable, `generate(prompts, request) -> responses`, so the loop runs the same with a
 real model, a remote server or a scripted fake in tests.
@@ -7,12 +9,12 @@ real model, a remote server or a scripted fake in tests.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from azr.buffer import task_key
-from azr.tasks.base import Proposal, Role, Task, TaskType
+from azr.buffer import TaskBuffer, task_key
+from azr.tasks.base import Proposal, Role, Task, TaskPool, TaskType
 
 if TYPE_CHECKING:
     from azr.executor import Executor
@@ -77,37 +79,34 @@ def grow_seed_tasks(
     target: int,
     rng: random.Random,
     *,
-    programs: Sequence[Task] = (),
+    other_pools: Mapping[str, TaskPool] | None = None,
     references: int = 6,
     batch_size: int = 16,
     max_proposals: int | None = None,
 ) -> SeedingResult:
     """Propose batches from the growing task list until it holds `target` distinct valid tasks.
 
-    `initial` are the starting tasks (at least the identity task). Proposer prompts show `references`
-    tasks sampled from the list; an induction prompt is about one program drawn from `programs` (the
-    program-and-input tasks) and shows up to `references` induction tasks as worked examples. Stops after
+    `initial` are the starting tasks (at least the identity task). Each proposer prompt shows the references
+    the task type draws (`TaskType.proposer_references`) from the growing list and from `other_pools`
+    (e.g. the program-and-input buffers an induction prompt takes its program from). Stops after
     `max_proposals` proposals (default 20·target) whether or not the target was reached: a model that cannot
     produce valid tasks ends with `reached == False` instead of looping forever.
     """
     if not initial:
         raise ValueError("seeding needs at least one initial task (the identity task)")
     limit = max_proposals if max_proposals is not None else 20 * target
-    tasks: dict[str, Task] = {}
-    for task in initial:
-        tasks.setdefault(task_key(task), task)
+    grown = TaskBuffer(":memory:", task_type.name, cap=len(initial) + limit)
+    grown.add(initial)
+    pools = {**(other_pools or {}), task_type.name: grown}
+    request = GenerationRequest(task_type.name, "propose", task_type.stop(fmt, "propose"))
     proposals = valid = rounds = 0
-    while len(tasks) < target and proposals < limit:
+    while len(grown) < target and proposals < limit:
         rounds += 1
-        pool = list(tasks.values())
         count = min(batch_size, limit - proposals)
-        prompts = []
-        for _ in range(count):
-            shown = rng.sample(pool, min(references, len(pool)))
-            if programs:
-                shown = [rng.choice(programs), *shown]
-            prompts.append(task_type.proposer_prompt(fmt, shown))
-        request = GenerationRequest(task_type.name, "propose", task_type.stop(fmt, "propose"))
+        prompts = [
+            task_type.proposer_prompt(fmt, task_type.proposer_references(pools, rng, references))
+            for _ in range(count)
+        ]
         responses = generate([prompt.text for prompt in prompts], request)
         if len(responses) != len(prompts):
             raise ValueError(f"generate returned {len(responses)} responses for {len(prompts)} prompts")
@@ -116,9 +115,13 @@ def grow_seed_tasks(
             for prompt, response in zip(prompts, responses, strict=True)
         ]
         proposals += count
-        for future in task_type.validate_batch(executor, parsed):
-            validation = future.result()
-            if validation.task is not None:
-                valid += 1
-                tasks.setdefault(task_key(validation.task), validation.task)
-    return SeedingResult(list(tasks.values()), target, proposals, valid, rounds)
+        validations = [future.result() for future in task_type.validate_batch(executor, parsed)]
+        tasks = [validation.task for validation in validations if validation.task is not None]
+        valid += len(tasks)
+        grown.add(tasks)
+    return SeedingResult(list(contents(grown.tasks)), target, proposals, valid, rounds)
+
+
+def contents(tasks: Sequence[Task]) -> list[Task]:
+    """Tasks without the ids of the scratch buffer they were grown in."""
+    return [replace(task, task_id=None) for task in tasks]

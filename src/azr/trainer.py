@@ -1,14 +1,21 @@
-"""The self-play trainer (SPEC 3): one loop you can read top to bottom.
+"""The self-play trainer: one Absolute Zero step, in the paper's order (Zhao et al. 2025, Algorithm 1).
 
-A step, for all task types at once:
-  1. propose + solve   one batched generation: B proposer prompts and B solver prompts per type
-  2. validate + judge  proposals and answers go to the sandboxed executor as futures
-  3. learnability      n solver samples per valid proposal, generated while the executor judges step 2
-  4. rewards           solver 0/1, proposer 1 - acc (learnability), format penalties
-  5. update            TRR++ advantages over the six (type, role) groups, one PPO-clip step
-  6. record            buffers grow, metrics and samples are written, a checkpoint is saved
+    propose   B proposer prompts per task type                                   generation call 1
+    check     every proposal runs in the sandbox; the valid ones become tasks
+    grow      valid tasks join their type's buffer (deduplicated) and get their task ids
+    solve     per type, B solver tasks: this step's valid tasks first, the rest
+              drawn uniformly from the buffer; plus n learnability samples per
+              valid proposal                                                      generation call 2
+    judge     every answer is checked in the sandbox; solve rates give learnability
+    reward    solver and proposer rewards (table in azr.rewards)
+    update    TRR++ advantages and one PPO-clip step (azr.update); the rollout backend gets the new weights
+    record    buffers sizes, metrics and samples (the caller checkpoints)
 
-The rollout backend sits behind `GenerationBackend`, so a vLLM backend drops in without touching the loop.
+The solver's answer on one of this step's tasks is the first of that task's n learnability samples, not a
+second sample: both are drawn from the same policy, the same prompt and the same temperature before the
+update, so the trained answer has exactly the distribution the paper's separate solve phase draws from,
+and the step saves one generation per fresh task. The other n − 1 samples are scored, not trained on,
+as in the paper.
 """
 
 from __future__ import annotations
@@ -19,53 +26,28 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers.utils import logging as transformers_logging
 
-from azr.advantages import policy_loss, token_advantages, trr_advantages
-from azr.buffer import open_buffers
+from azr.buffer import open_buffers, task_key
 from azr.config import TrainConfig
 from azr.executor import Executor, Verdict
-from azr.generation import Completion, SamplingParams, TransformersBackend
+from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend
 from azr.metrics import MetricsWriter
-from azr.parsing import BadFormat
-from azr.policy import (
-    LoraSettings,
-    Policy,
-    load_policy,
-    pack_sequences,
-    save_policy_weights,
-    sequence_logprobs,
-)
+from azr.policy import LoraSettings, Policy, load_policy, save_policy_weights
 from azr.prompts import get_format
-from azr.rewards import proposer_reward, solver_reward
+from azr.rollouts import Rollout, assign_rewards, mean_rewards, sample_row
 from azr.run_dir import RunDir, attach_file_log
 from azr.seeding import GenerationRequest, grow_seed_tasks, validate_seed_tasks
-from azr.tasks import Proposal, ProposerPrompt, Task, TaskType, Validation, get_task_type, load_seed_tasks
-from azr.tasks.seeds import shipped_seed_path
+from azr.tasks import ProposerPrompt, Task, TaskType, get_task_type, load_seed_tasks, shipped_seed_path
+from azr.update import TrainingSequence, policy_update
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[str], None]
-
-
-@dataclass
-class Rollout:
-    """One trained sequence: a response, the (type, role) group it belongs to, and its reward."""
-
-    task_type: str
-    role: str
-    completion: Completion
-    reward: float
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def group(self) -> str:
-        return f"{self.task_type}/{self.role}"
 
 
 def seed_everything(seed: int) -> None:
@@ -78,26 +60,43 @@ def step_seed(base_seed: int, step: int, call: int) -> int:
     return (base_seed * 1_000_003 + step * 101 + call) % (2**62)
 
 
-class Trainer:
-    """Owns the policy, backend, executor, buffers and optimizer of one run."""
+class PhaseClock:
+    """Seconds per phase of a step, as `time/<phase>` metrics."""
 
-    def __init__(self, config: TrainConfig, run: RunDir, *, resume: bool = False):
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[f"time/{phase}"] = now - self._last
+        self._last = now
+
+
+class Trainer:
+    """Owns the policy, rollout backend, executor, buffers and optimizer of one run."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run: RunDir,
+        *,
+        resume: bool = False,
+        backend: GenerationBackend | None = None,
+    ):
         self.config = config
         self.run = run
         self.step = 0
         seed_everything(config.seed)
         self.rng = random.Random(config.seed)
-        self.fmt = get_format(config.selfplay.prompt_format)
+        self.fmt = get_format(config.selfplay.prompt_format, config.selfplay.prompt_version)
         self.task_types: dict[str, TaskType] = {
-            name: get_task_type(
-                name, **({"n_inputs": config.selfplay.induction_inputs} if name == "induction" else {})
-            )
-            for name in config.selfplay.task_types
+            name: get_task_type(name, config.selfplay) for name in config.selfplay.task_types
         }
         checkpoint = run.latest_checkpoint() if resume else None
         self.policy = self._load_policy(checkpoint[1] / "model" if checkpoint else None)
-        self.backend = TransformersBackend.from_policy(
-            self.policy, max_batch_size=config.generation.max_batch_size
+        self.backend = backend or make_backend(
+            config.generation.backend, self.policy, max_batch_size=config.generation.max_batch_size
         )
         self.optimizer = torch.optim.AdamW(
             self.policy.trainable_parameters(),
@@ -116,24 +115,241 @@ class Trainer:
             self._seed_phase()
         self.metrics = MetricsWriter(run, config, resume_step=self.step)
 
+    # the step
+
+    def train_step(self, on_phase: StepCallback = lambda phase: None) -> dict[str, Any]:
+        """One self-play step over every task type, in the paper's order; returns its metrics."""
+        self.step += 1
+        clock = PhaseClock()
+        on_phase("propose")
+        proposals = self.propose()
+        clock.lap("propose")
+        on_phase("check proposals")
+        self.check_proposals(proposals)
+        added = self.grow_buffers(proposals)
+        clock.lap("check")
+        on_phase("solve")
+        solutions = self.solve(proposals)
+        clock.lap("solve")
+        on_phase("judge")
+        self.judge([*solutions, *(s for p in proposals for s in p.learnability)])
+        clock.lap("judge")
+        trained = [*proposals, *solutions]
+        assign_rewards(trained, self.config.rewards)
+        on_phase("update")
+        update_metrics = self.update(trained)
+        clock.lap("update")
+        return self.record(proposals, solutions, added, update_metrics, clock.timings)
+
+    def propose(self) -> list[Rollout]:
+        """Generation call 1: B proposals of every task type."""
+        proposals = []
+        for name, task_type in self.task_types.items():
+            for _ in range(self.config.selfplay.batch_size):
+                prompt = self._proposer_prompt(task_type)
+                proposals.append(Rollout(name, "propose", prompt.text, proposer_prompt=prompt))
+        self._generate(proposals, call=0)
+        return proposals
+
+    def check_proposals(self, proposals: Sequence[Rollout]) -> None:
+        """Parse every proposal and validate it in the sandbox (all submitted before any is awaited)."""
+        futures = []
+        for rollout in proposals:
+            task_type = self.task_types[rollout.task_type]
+            rollout.parsed = task_type.parse_proposal(
+                self.fmt, rollout.proposer_prompt, rollout.completion.text
+            )
+            futures.append(task_type.validate_batch(self.executor, [rollout.parsed], step=self.step)[0])
+        for rollout, future in zip(proposals, futures, strict=True):
+            rollout.validation = future.result()
+
+    def grow_buffers(self, proposals: Sequence[Rollout]) -> dict[str, int]:
+        """Add this step's valid tasks to their buffers; each valid proposal gets its stored task (a
+        duplicate gets the task it duplicates). Returns how many tasks were new, per type."""
+        added = {}
+        for name, buffer in self.buffers.items():
+            valid = [p for p in proposals if p.task_type == name and p.valid]
+            added[name] = buffer.add(p.validation.task for p in valid)
+            for proposal in valid:
+                proposal.task = buffer.stored(proposal.validation.task) or proposal.validation.task
+        return added
+
+    def solve(self, proposals: Sequence[Rollout]) -> list[Rollout]:
+        """Generation call 2: the solver batch of every type and the learnability samples of every valid
+        proposal. Returns the solver rollouts, B per type, in batch order."""
+        n = self.config.selfplay.learnability_samples
+        solutions, to_generate = [], []
+        for name, task_type in self.task_types.items():
+            fresh: dict[str, Rollout] = {}
+            for proposal in proposals:
+                if proposal.task_type == name and proposal.valid:
+                    prompt = self._solver_prompt(task_type, proposal.task)
+                    proposal.learnability = [
+                        Rollout(name, "solve", prompt, task=proposal.task, trained=False) for _ in range(n)
+                    ]
+                    to_generate += proposal.learnability
+                    fresh.setdefault(task_key(proposal.task), proposal)
+            first = [proposal.task for proposal in fresh.values()]
+            for task in self.buffers[name].sample_solver_batch(
+                self.rng, self.config.selfplay.batch_size, first
+            ):
+                reusable = fresh.pop(task_key(task), None)
+                if reusable is not None:
+                    reusable.learnability[0].trained = True
+                    solutions.append(reusable.learnability[0])
+                else:
+                    solutions.append(Rollout(name, "solve", self._solver_prompt(task_type, task), task=task))
+                    to_generate.append(solutions[-1])
+        self._generate(to_generate, call=1)
+        return solutions
+
+    def judge(self, answers: Sequence[Rollout]) -> None:
+        """Parse every answer and check it in the sandbox (all submitted before any is awaited)."""
+        futures: list[Future[Verdict] | None] = []
+        for rollout in answers:
+            task_type = self.task_types[rollout.task_type]
+            rollout.parsed = task_type.parse_answer(self.fmt, rollout.completion.text)
+            futures.append(task_type.judge_batch(self.executor, [rollout.task], [rollout.parsed])[0])
+        for rollout, future in zip(answers, futures, strict=True):
+            rollout.verdict = future.result() if future is not None else None
+
+    def update(self, trained: Sequence[Rollout]) -> dict[str, float]:
+        """One policy update on every trained rollout; then the rollout backend gets the new weights."""
+        sequences = [
+            TrainingSequence(
+                r.group, r.completion.prompt_ids, r.completion.response_ids, r.completion.logprobs, r.reward
+            )
+            for r in trained
+        ]
+        result = policy_update(
+            self.policy, self.optimizer, sequences, self.config.optim, reference_model=self.reference_model
+        )
+        for rollout, advantage in zip(trained, result.advantages, strict=True):
+            rollout.advantage = advantage
+        self.backend.update_weights(self.policy.model)
+        return result.metrics
+
+    def record(
+        self,
+        proposals: Sequence[Rollout],
+        solutions: Sequence[Rollout],
+        added: dict[str, int],
+        update_metrics: dict[str, float],
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        """The step's metrics; its samples go to samples/step_N.jsonl."""
+        metrics: dict[str, Any] = {**mean_rewards([*proposals, *solutions])}
+        accs = [p.solve_rate for p in proposals if p.valid]
+        for name in self.task_types:
+            metrics.update(self._type_metrics(name, proposals, solutions, added[name]))
+        metrics.update(update_metrics)
+        generated = [*proposals, *solutions, *(s for p in proposals for s in p.learnability if not s.trained)]
+        metrics["tokens/generated"] = sum(len(r.completion.response_ids) for r in generated)
+        metrics["tokens_per_s/generation"] = metrics["tokens/generated"] / max(
+            timings["time/propose"] + timings["time/solve"], 1e-9
+        )
+        metrics.update(timings)
+        metrics["time/step"] = sum(timings.values())
+        self.metrics.histogram(self.step, "learnability/acc", accs)
+        self.run.write_samples(self.step, self._samples([*proposals, *solutions]))
+        return metrics
+
+    def _type_metrics(
+        self, name: str, proposals: Sequence[Rollout], solutions: Sequence[Rollout], added: int
+    ) -> dict[str, Any]:
+        own_proposals = [p for p in proposals if p.task_type == name]
+        own_solutions = [s for s in solutions if s.task_type == name]
+        accs = [p.solve_rate for p in own_proposals if p.valid]
+        reasons = Counter(p.validation.reason.split(":")[0].replace(" ", "_") for p in own_proposals)
+        return {
+            f"valid_rate/{name}": sum(p.valid for p in own_proposals) / len(own_proposals),
+            f"solve_rate/{name}": sum(s.correct for s in own_solutions) / len(own_solutions),
+            f"learnability/{name}": sum(accs) / len(accs) if accs else None,
+            f"solver_fresh/{name}": sum(
+                s.task is not None and s.task.step == self.step for s in own_solutions
+            ),
+            f"buffer_added/{name}": added,
+            f"buffer/{name}": len(self.buffers[name]),
+            **{f"proposals/{name}/{reason}": count for reason, count in reasons.items()},
+        }
+
+    def _samples(self, rollouts: Sequence[Rollout]) -> list[dict[str, Any]]:
+        """Up to `logging.samples_per_step` rows per (type, role) group."""
+        per_group: dict[str, int] = defaultdict(int)
+        rows = []
+        for rollout in rollouts:
+            if per_group[rollout.group] < self.config.logging.samples_per_step:
+                per_group[rollout.group] += 1
+                rows.append(sample_row(rollout, self.step))
+        return rows
+
+    # prompts and generation
+
+    def _generate(self, rollouts: Sequence[Rollout], call: int) -> None:
+        """Sample every rollout's completion in one backend call."""
+        if not rollouts:
+            return
+        params = [self._params(self.task_types[r.task_type], r.role) for r in rollouts]
+        completions: list[Completion] = self.backend.generate(
+            [r.prompt for r in rollouts], params, seed=step_seed(self.config.seed, self.step, call)
+        )
+        for rollout, completion in zip(rollouts, completions, strict=True):
+            rollout.completion = completion
+
+    def _params(self, task_type: TaskType, role: str) -> SamplingParams:
+        gen = self.config.generation
+        budget = gen.propose_max_new_tokens if role == "propose" else gen.solve_max_new_tokens
+        return SamplingParams(
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_new_tokens=budget,
+            stop=tuple(task_type.stop(self.fmt, role)),
+        )
+
+    def _prompt_tokens(self, text: str) -> int:
+        return len(self.policy.tokenizer(text)["input_ids"])
+
+    def _proposer_prompt(self, task_type: TaskType) -> ProposerPrompt:
+        """K references drawn as the task type says; while the prompt is over `max_prompt_tokens`, one
+        fewer is shown (never fewer than the type's `min_references`)."""
+        references = task_type.proposer_references(self.buffers, self.rng, self.config.selfplay.references)
+        prompt = task_type.proposer_prompt(self.fmt, references)
+        while (
+            len(references) > task_type.min_references
+            and self._prompt_tokens(prompt.text) > self.config.selfplay.max_prompt_tokens
+        ):
+            references = references[:-1]
+            prompt = task_type.proposer_prompt(self.fmt, references)
+        return prompt
+
+    def _solver_prompt(self, task_type: TaskType, task: Task) -> str:
+        """The question, after up to `solver_examples` solved buffer tasks that fit in `max_prompt_tokens`."""
+        wanted = self.config.selfplay.solver_examples
+        examples = [
+            example
+            for example in self.buffers[task_type.name].sample_references(self.rng, wanted + 1)
+            if example.program != task.program
+        ][:wanted]
+        prompt = task_type.solver_prompt(self.fmt, task, examples)
+        while examples and self._prompt_tokens(prompt) > self.config.selfplay.max_prompt_tokens:
+            examples = examples[:-1]
+            prompt = task_type.solver_prompt(self.fmt, task, examples)
+        return prompt
+
     # setup
 
     def _load_policy(self, checkpoint_model: Path | None) -> Policy:
         model_cfg = self.config.model
-        lora = (
-            LoraSettings(
-                r=model_cfg.lora.r,
-                alpha=model_cfg.lora.alpha,
-                dropout=model_cfg.lora.dropout,
-                **(
-                    {"target_modules": tuple(model_cfg.lora.target_modules)}
-                    if model_cfg.lora.target_modules
-                    else {}
-                ),
+        lora = None
+        if model_cfg.lora.enabled:
+            targets = (
+                {"target_modules": tuple(model_cfg.lora.target_modules)}
+                if model_cfg.lora.target_modules
+                else {}
             )
-            if model_cfg.lora.enabled
-            else None
-        )
+            lora = LoraSettings(
+                r=model_cfg.lora.r, alpha=model_cfg.lora.alpha, dropout=model_cfg.lora.dropout, **targets
+            )
         return load_policy(
             checkpoint_model if checkpoint_model is not None else model_cfg.path,
             dtype=model_cfg.dtype,
@@ -153,19 +369,14 @@ class Trainer:
         for name, task_type in self.task_types.items():
             self.buffers[name].add(task_type.seed_tasks())
             if seed_file:
-                path = (
-                    shipped_seed_path("induction" if name == "induction" else "io")
-                    if seed_file == "builtin"
-                    else Path(seed_file)
-                )
-                tasks = [t for t in load_seed_tasks(path) if bool(t.inputs) == (name == "induction")]
+                path = shipped_seed_path(task_type.seed_set) if seed_file == "builtin" else Path(seed_file)
+                tasks = [task for task in load_seed_tasks(path) if task_type.accepts(task)]
                 added = self.buffers[name].add(validate_seed_tasks(task_type, self.executor, tasks))
                 log.info("seed file %s: %d of %d %s tasks valid and new", path, added, len(tasks), name)
 
     def _seed_phase(self) -> None:
-        """SPEC 7: grow each buffer to `seed_buffer_size` with the policy's proposals, before any update."""
+        """Before step 1, grow each buffer to `seed_buffer_size` with the policy's proposals, no updates."""
         cfg = self.config.selfplay
-        io_types = [name for name in ("deduction", "abduction") if name in self.task_types]
 
         def generate(prompts: list[str], request: GenerationRequest) -> list[str]:
             params = self._params(self.task_types[request.task_type], request.role)
@@ -175,9 +386,6 @@ class Trainer:
             buffer = self.buffers[name]
             if len(buffer) >= cfg.seed_buffer_size:
                 continue
-            programs = (
-                [task for io in io_types for task in self.buffers[io].tasks] if name == "induction" else []
-            )
             result = grow_seed_tasks(
                 task_type,
                 self.fmt,
@@ -186,7 +394,7 @@ class Trainer:
                 buffer.tasks,
                 cfg.seed_buffer_size,
                 self.rng,
-                programs=programs,
+                other_pools={other: pool for other, pool in self.buffers.items() if other != name},
                 references=cfg.references,
                 batch_size=self.config.generation.max_batch_size,
                 max_proposals=cfg.seed_max_proposals or None,
@@ -223,8 +431,6 @@ class Trainer:
         self.run.trim_metrics(step)
         log.info("resumed at step %d (dropped %d tasks added after it)", step, removed)
 
-    # checkpoints
-
     def save_checkpoint(self) -> Path:
         def write(folder: Path) -> None:
             save_policy_weights(self.policy, folder / "model")
@@ -235,355 +441,6 @@ class Trainer:
             )
 
         return self.run.save_checkpoint(self.step, write, keep_last=self.config.checkpoint.keep_last)
-
-    # generation helpers
-
-    def _params(self, task_type: TaskType, role: str) -> SamplingParams:
-        gen = self.config.generation
-        budget = gen.propose_max_new_tokens if role == "propose" else gen.solve_max_new_tokens
-        return SamplingParams(
-            temperature=gen.temperature,
-            top_p=gen.top_p,
-            max_new_tokens=budget,
-            stop=tuple(task_type.stop(self.fmt, role)),
-        )
-
-    def _generate(self, requests: Sequence[tuple[str, SamplingParams]], call: int) -> list[Completion]:
-        if not requests:
-            return []
-        prompts, params = zip(*requests, strict=True)
-        return self.backend.generate(
-            list(prompts), list(params), seed=step_seed(self.config.seed, self.step, call)
-        )
-
-    def _prompt_tokens(self, text: str) -> int:
-        return len(self.policy.tokenizer(text)["input_ids"])
-
-    def _proposer_prompt(self, name: str, task_type: TaskType) -> ProposerPrompt:
-        """K references from the buffer; while the prompt is over `max_prompt_tokens`, one fewer is shown.
-        Induction prompts are about one program drawn from the deduction/abduction buffers."""
-        k = self.config.selfplay.references
-        if name == "induction":
-            program_source = self.rng.choice(
-                [t for t in ("deduction", "abduction") if t in self.task_types] or [name]
-            )
-            references = self.buffers[program_source].sample_references(self.rng, 1)
-            references += self.buffers[name].sample_references(self.rng, max(k - 1, 0))
-            keep_at_least = 1
-        else:
-            references = self.buffers[name].sample_references(self.rng, k)
-            keep_at_least = 0
-        prompt = task_type.proposer_prompt(self.fmt, references)
-        while (
-            len(references) > keep_at_least
-            and self._prompt_tokens(prompt.text) > self.config.selfplay.max_prompt_tokens
-        ):
-            references = references[:-1]
-            prompt = task_type.proposer_prompt(self.fmt, references)
-        return prompt
-
-    def _solver_prompt(self, name: str, task_type: TaskType, task: Task) -> str:
-        """The question, after up to `solver_examples` solved buffer tasks that fit in `max_prompt_tokens`."""
-        examples = [
-            example
-            for example in self.buffers[name].sample_references(
-                self.rng, self.config.selfplay.solver_examples + 1
-            )
-            if example.program != task.program
-        ][: self.config.selfplay.solver_examples]
-        prompt = task_type.solver_prompt(self.fmt, task, examples)
-        while examples and self._prompt_tokens(prompt) > self.config.selfplay.max_prompt_tokens:
-            examples = examples[:-1]
-            prompt = task_type.solver_prompt(self.fmt, task, examples)
-        return prompt
-
-    # the step
-
-    def train_step(self, on_phase: StepCallback = lambda phase: None) -> dict[str, Any]:
-        """One self-play step over every task type; returns its metrics."""
-        self.step += 1
-        cfg = self.config.selfplay
-        timings: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(phase: str) -> None:
-            nonlocal clock
-            now = time.perf_counter()
-            timings[f"time/{phase}"] = now - clock
-            clock = now
-
-        # 1. propose + solve: one generation call for all types and both roles.
-        on_phase("propose+solve")
-        proposer_prompts = {
-            name: [self._proposer_prompt(name, tt) for _ in range(cfg.batch_size)]
-            for name, tt in self.task_types.items()
-        }
-        solver_tasks = {
-            name: self.buffers[name].sample_solver_batch(self.rng, cfg.batch_size) for name in self.task_types
-        }
-        requests: list[tuple[str, SamplingParams]] = []
-        for name, tt in self.task_types.items():
-            requests += [(p.text, self._params(tt, "propose")) for p in proposer_prompts[name]]
-            requests += [
-                (self._solver_prompt(name, tt, task), self._params(tt, "solve"))
-                for task in solver_tasks[name]
-            ]
-        completions = iter(self._generate(requests, call=0))
-        proposals: dict[str, list[Completion]] = {}
-        solutions: dict[str, list[Completion]] = {}
-        for name in self.task_types:  # the order `requests` was built in
-            proposals[name] = [next(completions) for _ in range(cfg.batch_size)]
-            solutions[name] = [next(completions) for _ in range(cfg.batch_size)]
-        generated_tokens = sum(
-            len(c.response_ids) for group in (proposals, solutions) for cs in group.values() for c in cs
-        )
-        lap("generate")
-
-        # 2. validate proposals and judge answers in the sandbox, in the background.
-        on_phase("validate")
-        parsed_proposals = {
-            name: [
-                tt.parse_proposal(self.fmt, prompt, c.text)
-                for prompt, c in zip(proposer_prompts[name], proposals[name], strict=True)
-            ]
-            for name, tt in self.task_types.items()
-        }
-        validation_futures = {
-            name: tt.validate_batch(self.executor, parsed_proposals[name], step=self.step)
-            for name, tt in self.task_types.items()
-        }
-        parsed_answers = {
-            name: [tt.parse_answer(self.fmt, c.text) for c in solutions[name]]
-            for name, tt in self.task_types.items()
-        }
-        verdict_futures = {
-            name: tt.judge_batch(self.executor, solver_tasks[name], parsed_answers[name])
-            for name, tt in self.task_types.items()
-        }
-        validations = {name: [f.result() for f in futures] for name, futures in validation_futures.items()}
-        lap("validate")
-
-        # 3. learnability: n sampled answers for every valid proposal (scored, not trained on).
-        on_phase("learnability")
-        learn_requests: list[tuple[str, SamplingParams]] = []
-        learn_index: list[tuple[str, int]] = []
-        for name, tt in self.task_types.items():
-            for i, validation in enumerate(validations[name]):
-                if validation.task is not None:
-                    prompt = self._solver_prompt(name, tt, validation.task)
-                    learn_requests += [(prompt, self._params(tt, "solve"))] * cfg.learnability_samples
-                    learn_index += [(name, i)] * cfg.learnability_samples
-        learn_completions = self._generate(learn_requests, call=1)
-        generated_tokens += sum(len(c.response_ids) for c in learn_completions)
-        lap("learnability_generate")
-        learn_futures: list[Future[Verdict] | None] = []
-        for (name, i), completion in zip(learn_index, learn_completions, strict=True):
-            tt, task = self.task_types[name], validations[name][i].task
-            answer = tt.parse_answer(self.fmt, completion.text)
-            learn_futures.append(
-                None if isinstance(answer, BadFormat) else tt.judge(self.executor, task, answer)
-            )
-        solve_counts: dict[tuple[str, int], int] = Counter()
-        for key, future in zip(learn_index, learn_futures, strict=True):
-            solve_counts[key] += int(future is not None and future.result().correct)
-        verdicts = {
-            name: [f.result() if f is not None else None for f in futures]
-            for name, futures in verdict_futures.items()
-        }
-        lap("judge")
-
-        # 4. rewards.
-        rollouts: list[Rollout] = []
-        metrics: dict[str, Any] = {}
-        learnability_accs: list[float] = []
-        for name in self.task_types:
-            accs = []
-            reasons: Counter[str] = Counter()
-            for i, (completion, parsed, validation) in enumerate(
-                zip(proposals[name], parsed_proposals[name], validations[name], strict=True)
-            ):
-                acc = (
-                    solve_counts[(name, i)] / cfg.learnability_samples
-                    if validation.task is not None
-                    else None
-                )
-                rollouts.append(self._proposer_rollout(name, completion, parsed, validation, acc))
-                reasons[validation.reason.split(":")[0]] += 1
-                if acc is not None:
-                    accs.append(acc)
-            learnability_accs += accs
-            for task, completion, answer, verdict in zip(
-                solver_tasks[name], solutions[name], parsed_answers[name], verdicts[name], strict=True
-            ):
-                rollouts.append(self._solver_rollout(name, task, completion, answer, verdict))
-            valid = [v.task for v in validations[name] if v.task is not None]
-            metrics[f"valid_rate/{name}"] = len(valid) / cfg.batch_size
-            metrics[f"solve_rate/{name}"] = (
-                sum(bool(v and v.correct) for v in verdicts[name]) / cfg.batch_size
-            )
-            metrics[f"learnability/{name}"] = sum(accs) / len(accs) if accs else None
-            for reason, count in reasons.items():
-                metrics[f"proposals/{name}/{reason.replace(' ', '_')}"] = count
-            # 6a. grow the buffer with this step's valid tasks (deduplicated by the buffer).
-            metrics[f"buffer_added/{name}"] = self.buffers[name].add(valid)
-        for group in sorted({r.group for r in rollouts}):
-            rewards = [r.reward for r in rollouts if r.group == group]
-            metrics[f"reward/{group}"] = sum(rewards) / len(rewards)
-        lap("rewards")
-
-        # 5. update.
-        on_phase("update")
-        metrics.update(self.policy_update(rollouts))
-        lap("update")
-
-        # 6. record.
-        for name in self.task_types:
-            metrics[f"buffer/{name}"] = len(self.buffers[name])
-        metrics["tokens/generated"] = generated_tokens
-        generate_seconds = timings["time/generate"] + timings["time/learnability_generate"]
-        metrics["tokens_per_s/generation"] = generated_tokens / max(generate_seconds, 1e-9)
-        metrics.update(timings)
-        metrics["time/step"] = sum(timings.values())
-        self.metrics.histogram(self.step, "learnability/acc", learnability_accs)
-        self.run.write_samples(self.step, self._samples(rollouts))
-        return metrics
-
-    # rewards and samples
-
-    def _proposer_rollout(
-        self,
-        name: str,
-        completion: Completion,
-        parsed: Proposal | BadFormat,
-        validation: Validation,
-        acc: float | None,
-    ) -> Rollout:
-        is_parsed = not isinstance(parsed, BadFormat)
-        reward = proposer_reward(is_parsed, validation.valid, acc, self.config.rewards)
-        details = {"valid": validation.valid, "reason": validation.reason, "solve_rate": acc}
-        if validation.task is not None:
-            details["task"] = validation.task.__dict__
-        return Rollout(name, "propose", completion, reward, details)
-
-    def _solver_rollout(
-        self, name: str, task: Task, completion: Completion, answer: str | BadFormat, verdict: Verdict | None
-    ) -> Rollout:
-        is_parsed = not isinstance(answer, BadFormat)
-        correct = bool(verdict is not None and verdict.correct)
-        reward = solver_reward(is_parsed, correct, self.config.rewards)
-        details = {
-            "task": task.__dict__,
-            "answer": answer if is_parsed else None,
-            "format_error": None if is_parsed else answer.reason,
-            "correct": correct,
-            "status": str(verdict.status.value) if verdict is not None else None,
-        }
-        return Rollout(name, "solve", completion, reward, details)
-
-    def _samples(self, rollouts: Sequence[Rollout]) -> list[dict[str, Any]]:
-        per_group: dict[str, int] = defaultdict(int)
-        samples = []
-        for rollout in rollouts:
-            if per_group[rollout.group] >= self.config.logging.samples_per_step:
-                continue
-            per_group[rollout.group] += 1
-            samples.append(
-                {
-                    "step": self.step,
-                    "task_type": rollout.task_type,
-                    "role": rollout.role,
-                    "prompt": rollout.completion.prompt,
-                    "response": rollout.completion.text,
-                    "finish_reason": rollout.completion.finish_reason,
-                    "reward": rollout.reward,
-                    **rollout.details,
-                }
-            )
-        return samples
-
-    # update
-
-    def policy_update(self, rollouts: Sequence[Rollout]) -> dict[str, float]:
-        """One PPO-clip step on all rollouts, with TRR++ advantages per (type, role) group.
-
-        The loss is the mean over every response token of the step, whatever the micro-batching.
-        """
-        optim = self.config.optim
-        model = self.policy.model
-        rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
-        advantages = trr_advantages(rewards, [r.group for r in rollouts], eps=optim.advantage_eps)
-        total_tokens = sum(len(r.completion.response_ids) for r in rollouts)
-        pad_id = self.backend.pad_token_id
-        # Similar lengths together keep padding, and so wasted compute, small.
-        order = sorted(
-            range(len(rollouts)),
-            key=lambda i: len(rollouts[i].completion.prompt_ids) + len(rollouts[i].completion.response_ids),
-        )
-        model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, float] = defaultdict(float)
-        started = time.perf_counter()
-        for start in range(0, len(order), optim.micro_batch_size):
-            batch = [rollouts[i] for i in order[start : start + optim.micro_batch_size]]
-            packed = pack_sequences(
-                [r.completion.prompt_ids for r in batch], [r.completion.response_ids for r in batch], pad_id
-            )
-            device = self.policy.device
-            mask = packed.response_mask.to(device)
-            old_logprobs = torch.zeros(mask.shape, dtype=torch.float32)
-            for row, rollout in enumerate(batch):
-                old_logprobs[row, : len(rollout.completion.logprobs)] = torch.tensor(
-                    rollout.completion.logprobs
-                )
-            batch_advantages = token_advantages(
-                advantages[[order[start + j] for j in range(len(batch))]], mask.cpu()
-            )
-            with self.policy.autocast():
-                logprobs, entropy = sequence_logprobs(
-                    model,
-                    packed.input_ids.to(device),
-                    packed.attention_mask.to(device),
-                    mask,
-                    chunk_size=optim.logprob_chunk_size,
-                )
-                reference_logprobs = None
-                if self.reference_model is not None:
-                    with torch.no_grad():
-                        reference_logprobs, _ = sequence_logprobs(
-                            self.reference_model,
-                            packed.input_ids.to(device),
-                            packed.attention_mask.to(device),
-                            mask,
-                            chunk_size=optim.logprob_chunk_size,
-                        )
-            result = policy_loss(
-                logprobs,
-                old_logprobs.to(device),
-                batch_advantages.to(device),
-                mask,
-                clip=optim.clip_ratio,
-                entropy=entropy,
-                entropy_coef=optim.entropy_coef,
-                ref_logprobs=reference_logprobs,
-                kl_coef=optim.kl_coef,
-            )
-            # policy_loss is a token mean within the micro-batch; weighting by its share of the step's
-            # tokens makes the accumulated gradient that of one token mean over the whole step.
-            share = int(mask.sum()) / total_tokens
-            (result.loss * share).backward()
-            for key in ("loss", "policy", "entropy", "kl", "clip_fraction", "ratio"):
-                totals[key] += float(getattr(result, key).detach()) * share
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.trainable_parameters(), optim.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - started
-        metrics = {f"update/{key}": value for key, value in totals.items()}
-        metrics["update/grad_norm"] = float(grad_norm)
-        metrics["update/tokens"] = total_tokens
-        metrics["tokens_per_s/update"] = sum(
-            len(r.completion.prompt_ids) + len(r.completion.response_ids) for r in rollouts
-        ) / max(seconds, 1e-9)
-        return metrics
 
     def validate(self) -> dict[str, float]:
         """In-training validation on a benchmark subset, with the training backend and sandbox."""

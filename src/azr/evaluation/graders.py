@@ -1,14 +1,13 @@
 """Grading an extracted answer: every check of model-written code runs in the executor's sandbox, every math
 answer goes to math-verify in a worker process. Nothing here evaluates a model string in the host.
 
-`submit_grade` starts the checks and returns a `PendingGrade` at once, so that a caller can submit every
+`submit_grade` starts the checks and returns a `Future[Grade]` at once, so that a caller can submit every
 problem of a benchmark before waiting on any (the sandbox workers then run in parallel).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from azr.evaluation.benchmarks import Problem
 from azr.evaluation.math_grading import MathGrader
 from azr.executor import Executor
+from azr.futures import done, gather, then
 
 DEFAULT_FLOAT_ATOL = 1e-6
 """Float outputs of EvalPlus-style problems with `atol == 0` are compared within this tolerance."""
@@ -32,24 +32,7 @@ class Grade:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class PendingGrade:
-    """A grade whose checks are running; `result()` waits for them and combines their verdicts."""
-
-    def __init__(self, futures: Sequence[Future], combine: Callable[[list[Any]], Grade]) -> None:
-        self._futures = list(futures)
-        self._combine = combine
-
-    def result(self) -> Grade:
-        """Block until every check finished, then return the grade."""
-        return self._combine([future.result() for future in self._futures])
-
-
-def _ready(grade: Grade) -> PendingGrade:
-    return PendingGrade([], lambda _: grade)
-
-
-def _single(verdicts: list[Any]) -> Grade:
-    (verdict,) = verdicts
+def _single(verdict: Any) -> Grade:
     return Grade(verdict.correct, str(verdict.status), verdict.error, verdict.seconds)
 
 
@@ -162,29 +145,25 @@ def stdio_test_code(program: str, tests: list[tuple[str, str]]) -> str:
 
 def submit_grade(
     problem: Problem, answer: str | None, executor: Executor, math_grader: MathGrader
-) -> PendingGrade:
+) -> Future[Grade]:
     """Start grading `answer`, the extracted output, input, program or math answer (None: none found)."""
     if answer is None:
-        return _ready(Grade(False, "no_answer", "no answer could be extracted from the response"))
+        return done(Grade(False, "no_answer", "no answer could be extracted from the response"))
     if problem.kind == "output":
-        return PendingGrade([executor.check_deduction(problem.gold_output, answer)], _single)
+        return then(executor.check_deduction(problem.gold_output, answer), _single)
     if problem.kind == "input" and not answer.strip():
         # The executor's abduction check needs an argument; a call without one is checked as a test.
-        return PendingGrade(
-            [executor.run_tests(problem.question, f"assert f() == {problem.gold_output}")], _single
-        )
+        return then(executor.run_tests(problem.question, f"assert f() == {problem.gold_output}"), _single)
     if problem.kind == "input":
-        return PendingGrade(
-            [executor.check_abduction(problem.question, answer, problem.gold_output)], _single
-        )
+        return then(executor.check_abduction(problem.question, answer, problem.gold_output), _single)
     if problem.kind == "math":
-        return PendingGrade([math_grader.submit(problem.reference, answer)], _single)
+        return then(math_grader.submit(problem.reference, answer), _single)
     if problem.kind == "stdio":
-        return PendingGrade([executor.run_tests("", stdio_test_code(answer, problem.stdio_tests))], _single)
+        return then(executor.run_tests("", stdio_test_code(answer, problem.stdio_tests)), _single)
     if problem.base_inputs:
         base = executor.run_tests(answer, differential_test_code(problem, problem.base_inputs, "base"))
         if not problem.plus_inputs:
-            return PendingGrade([base], _single)
+            return then(base, _single)
         plus = executor.run_tests(answer, differential_test_code(problem, problem.plus_inputs, "plus"))
-        return PendingGrade([base, plus], _base_and_plus)
-    return PendingGrade([executor.run_tests(answer, problem.test_code)], _single)
+        return then(gather([base, plus]), _base_and_plus)
+    return then(executor.run_tests(answer, problem.test_code), _single)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from azr.evaluation.benchmarks import Problem, load_benchmark
-from azr.evaluation.graders import Grade, PendingGrade, submit_grade
+from azr.evaluation.graders import Grade, submit_grade
 from azr.evaluation.math_grading import MathGrader
 from azr.evaluation.prompting import (
     DEFAULT_MAX_NEW_TOKENS,
@@ -73,7 +74,7 @@ class _Submitted:
     responses: list[str]
     answers: list[str | None]
     finish_reasons: list[str]
-    grades: list[PendingGrade]
+    grades: list[Future[Grade]]
 
 
 def _sampling_params(

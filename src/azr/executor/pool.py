@@ -35,6 +35,7 @@ from azr.executor.ast_check import (
 from azr.executor.config import ExecutorConfig
 from azr.executor.results import ExecResult, Status, Verdict
 from azr.executor.sandbox import WorkerLaunch, resolve_sandboxed, seccomp_filter, worker_launch
+from azr.futures import done, then
 
 _STARTUP_TIMEOUT_S = 30.0
 _PIPELINE_DEPTH = 2  # jobs in flight per worker: the one running and the next one
@@ -157,39 +158,6 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     """A message as the worker protocol frames it: 4-byte big-endian length, then UTF-8 JSON."""
     data = json.dumps(message).encode()
     return struct.pack(">I", len(data)) + data
-
-
-def _future_of(value: Any) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
-
-
-def _then(source: Future, transform: Callable[[Any], Any]) -> Future:
-    """A future holding `transform(source.result())`; `transform` may itself return a future."""
-    target: Future = Future()
-
-    def forward(done: Future) -> None:
-        try:
-            value = transform(done.result())
-        except BaseException as error:
-            target.set_exception(error)
-            return
-        if isinstance(value, Future):
-            value.add_done_callback(lambda inner: _copy_outcome(inner, target))
-        else:
-            target.set_result(value)
-
-    source.add_done_callback(forward)
-    return target
-
-
-def _copy_outcome(source: Future, target: Future) -> None:
-    error = source.exception()
-    if error is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(source.result())
 
 
 def _status_of(raw: dict[str, Any]) -> Status:
@@ -386,7 +354,7 @@ class Executor:
     def _validate_checked(self, program: str, input_expr: str) -> Future:
         rejected = self._rejected(check_expression, input_expr)
         if rejected is not None:
-            return _future_of(rejected)
+            return done(rejected)
         # Determinism: the worker runs f(input) once per salt, each in a separate forked process, and
         # compares the outputs. Salts that differ in every byte give the runs different heap layouts
         # (see worker.py), so id()-dependent output is caught although both runs fork from one worker.
@@ -395,45 +363,45 @@ class Executor:
         if self.config.check_determinism:
             salts.append(bytes(byte ^ 1 for byte in salt).hex())
         job = self._submit("run", program=program, input=input_expr, salts=salts)
-        return _then(job, _to_result)
+        return then(job, _to_result)
 
     def validate(self, program: str, input_expr: str) -> Future:
         """Future[ExecResult]: AST ban check, then f(input) in the sandbox, twice for determinism."""
         rejected = self._rejected(check_program, program)
         if rejected is not None:
-            return _future_of(rejected)
+            return done(rejected)
         return self._validate_checked(program, input_expr)
 
     def validate_inputs(self, program: str, inputs: Sequence[str]) -> list[Future]:
         """One Future[ExecResult] per input, all against the same program (induction proposals)."""
         rejected = self._rejected(check_program, program)
         if rejected is not None:
-            return [_future_of(rejected) for _ in inputs]
+            return [done(rejected) for _ in inputs]
         return [self._validate_checked(program, input_expr) for input_expr in inputs]
 
     def check_deduction(self, gold_output: str, predicted_output: str) -> Future:
         """Future[Verdict]: does the predicted output evaluate to a value equal to the gold output?"""
         rejected = self._rejected(check_value_expression, predicted_output, what="predicted output")
         if rejected is not None:
-            return _future_of(_refusal(rejected))
+            return done(_refusal(rejected))
         job = self._submit("deduction", gold_output=gold_output, predicted_output=predicted_output)
-        return _then(job, _to_verdict)
+        return then(job, _to_verdict)
 
     def check_abduction(self, program: str, predicted_input: str, gold_output: str) -> Future:
         """Future[Verdict]: does f(predicted_input) equal the gold output?"""
         rejected = self._rejected(check_program, program) or self._rejected(check_expression, predicted_input)
         if rejected is not None:
-            return _future_of(_refusal(rejected))
+            return done(_refusal(rejected))
         job = self._submit("abduction", program=program, input=predicted_input, gold_output=gold_output)
-        return _then(job, _to_verdict)
+        return then(job, _to_verdict)
 
     def check_induction(self, candidate_program: str, pairs: Sequence[tuple[str, str]]) -> Future:
         """Future[Verdict]: does the candidate reproduce every held-out (input, output) pair?"""
         rejected = self._rejected(check_program, candidate_program)
         if rejected is not None:
-            return _future_of(_refusal(rejected))
+            return done(_refusal(rejected))
         job = self._submit("induction", program=candidate_program, pairs=[list(pair) for pair in pairs])
-        return _then(job, _to_verdict)
+        return then(job, _to_verdict)
 
     def run_tests(self, program: str, test_code: str) -> Future:
         """Future[Verdict]: exec program, then test code, in one namespace; correct iff nothing raised.
@@ -441,7 +409,7 @@ class Executor:
         No AST ban here: benchmark solutions legitimately import sys or os; the sandbox contains them.
         """
         job = self._submit("tests", program=program, test_code=test_code)
-        return _then(job, _to_verdict)
+        return then(job, _to_verdict)
 
 
 def _refusal(rejected: ExecResult) -> Verdict:

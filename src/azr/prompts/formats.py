@@ -272,9 +272,23 @@ def _leading_call(line: str) -> str | None:
 FORMATS: dict[str, type[PromptFormat]] = {R1Format.name: R1Format, CompletionFormat.name: CompletionFormat}
 
 
-@cache
-def get_format(name: str, version: str = "v1") -> PromptFormat:
-    """The prompt format `name` at `version` (cached: templates are read once)."""
+def versions(name: str) -> list[str]:
+    """The template versions of format `name`, oldest first (`v1`, `v2`, ...)."""
     if name not in FORMATS:
         raise ValueError(f"unknown prompt format {name!r}; known: {', '.join(sorted(FORMATS))}")
-    return FORMATS[name](version)
+    folder = resources.files("azr.prompts").joinpath(TEMPLATE_ROOT, name)
+    found = [entry.name for entry in folder.iterdir() if entry.is_dir() and entry.name.startswith("v")]
+    return sorted(found, key=lambda version: int(version[1:]))
+
+
+def latest_version(name: str) -> str:
+    """The newest template version of format `name`: what a new run uses unless told otherwise."""
+    return versions(name)[-1]
+
+
+@cache
+def get_format(name: str, version: str | None = None) -> PromptFormat:
+    """The prompt format `name` at `version`, the newest when None (cached: templates are read once)."""
+    if name not in FORMATS:
+        raise ValueError(f"unknown prompt format {name!r}; known: {', '.join(sorted(FORMATS))}")
+    return FORMATS[name](version or latest_version(name))

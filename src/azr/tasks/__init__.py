@@ -4,6 +4,8 @@
 files in each prompt format.
 """
 
+from typing import Any
+
 from azr.tasks.abduction import Abduction
 from azr.tasks.base import (
     IDENTITY_INPUT,
@@ -13,11 +15,9 @@ from azr.tasks.base import (
     ProposerPrompt,
     Role,
     Task,
+    TaskPool,
     TaskType,
     Validation,
-    done,
-    gather,
-    then,
 )
 from azr.tasks.deduction import Deduction
 from azr.tasks.induction import Induction
@@ -26,11 +26,13 @@ from azr.tasks.seeds import load_seed_tasks, shipped_seed_path
 TASK_TYPES: dict[str, type[TaskType]] = {cls.name: cls for cls in (Deduction, Abduction, Induction)}
 
 
-def get_task_type(name: str, **options: int) -> TaskType:
-    """An instance of the task type `name`; options go to its constructor (e.g. `n_inputs` for induction)."""
+def get_task_type(name: str, selfplay: Any = None) -> TaskType:
+    """An instance of the task type `name`, configured from a `SelfPlayConfig` when one is given
+    (e.g. induction's number of inputs), else with its defaults."""
     if name not in TASK_TYPES:
         raise ValueError(f"unknown task type {name!r}; known: {', '.join(TASK_TYPES)}")
-    return TASK_TYPES[name](**options)
+    task_type = TASK_TYPES[name]
+    return task_type.from_config(selfplay) if selfplay is not None else task_type()
 
 
 __all__ = [
@@ -45,12 +47,10 @@ __all__ = [
     "ProposerPrompt",
     "Role",
     "Task",
+    "TaskPool",
     "TaskType",
     "Validation",
-    "done",
-    "gather",
     "get_task_type",
     "load_seed_tasks",
     "shipped_seed_path",
-    "then",
 ]

@@ -8,12 +8,14 @@ trainer can submit a whole batch and keep generating while the sandbox works.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from azr.futures import done
 from azr.parsing import BadFormat
 
 if TYPE_CHECKING:
@@ -30,7 +32,8 @@ IDENTITY_INPUT = '"Hello world"'
 @dataclass(frozen=True)
 class Task:
     """A validated task. Program-and-input types fill `input`/`output` (o = f(i), both Python source);
-    induction fills `inputs`/`outputs` (all pairs, in order) and `message`. `step` is when it was added."""
+    induction fills `inputs`/`outputs` (all pairs, in order) and `message`. `step` is the step that made it;
+    `task_id` is its buffer's stable id once stored (None before)."""
 
     program: str
     input: str = ""
@@ -39,6 +42,7 @@ class Task:
     outputs: tuple[str, ...] = ()
     message: str = ""
     step: int = 0
+    task_id: int | None = None
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -79,63 +83,48 @@ class ProposerPrompt:
     references: tuple[Task, ...] = field(default=(), repr=False)
 
 
-T = TypeVar("T")
-U = TypeVar("U")
-
-
-def done(value: T) -> Future[T]:
-    """An already-completed Future, for outcomes known without running anything."""
-    future: Future[T] = Future()
-    future.set_result(value)
-    return future
-
-
-def then(future: Future[T], transform: Callable[[T], U]) -> Future[U]:
-    """A Future of `transform(result)`; an exception in either step is carried, never lost."""
-    out: Future[U] = Future()
-
-    def finish(source: Future[T]) -> None:
-        try:
-            out.set_result(transform(source.result()))
-        except Exception as error:  # delivered to whoever waits on `out`
-            out.set_exception(error)
-
-    future.add_done_callback(finish)
-    return out
-
-
-def gather(futures: Sequence[Future[T]]) -> Future[list[T]]:
-    """One Future of all results, in order, completed when the last one is."""
-    out: Future[list[T]] = Future()
-    if not futures:
-        out.set_result([])
-        return out
-    remaining = [len(futures)]
-
-    def finish(_: Future[T]) -> None:
-        remaining[0] -= 1
-        if remaining[0] == 0:
-            try:
-                out.set_result([future.result() for future in futures])
-            except Exception as error:
-                out.set_exception(error)
-
-    for future in futures:
-        future.add_done_callback(finish)
-    return out
-
-
 def invalid_reason(result: ExecResult) -> str:
     """A short reason for a failed run, e.g. `error: ZeroDivisionError`."""
     status = getattr(result.status, "value", str(result.status))
     return f"{status}: {result.error}" if result.error else str(status)
 
 
+class TaskPool(Protocol):
+    """Where proposer references come from: a task buffer, or any list of tasks that can be sampled."""
+
+    def sample_references(self, rng: random.Random, k: int) -> list[Task]: ...
+
+
 class TaskType(ABC):
     """One kind of reasoning task, both roles. Subclasses live in their own module and register
-    themselves in `azr.tasks.TASK_TYPES` under `name`; template files are named `<name>_<role>.txt`."""
+    themselves in `azr.tasks.TASK_TYPES` under `name`; template files are named `<name>_<role>.txt`.
+
+    Everything that differs between task types lives behind these methods, so the trainer and the seeding
+    loop never name a type: where a proposer's references come from (`proposer_references`), how many of
+    them a prompt may not drop (`min_references`), which shipped seed set feeds it (`seed_set`, `accepts`)
+    and its options (`from_config`).
+    """
 
     name: ClassVar[str]
+    seed_set: ClassVar[str] = "io"
+    """The shipped seed file this type reads with `seed_file: builtin` (see `azr.tasks.shipped_seed_path`)."""
+    min_references: ClassVar[int] = 0
+    """References a proposer prompt keeps even when it is over the token budget."""
+
+    @classmethod
+    def from_config(cls, selfplay: Any) -> TaskType:
+        """An instance configured from a `SelfPlayConfig` (or anything with the same attributes)."""
+        return cls()
+
+    def accepts(self, task: Task) -> bool:
+        """Whether a task read from a seed file belongs to this type."""
+        return not task.inputs
+
+    def proposer_references(
+        self, pools: Mapping[str, TaskPool], rng: random.Random, k: int
+    ) -> list[Task]:
+        """The references a proposer prompt shows: k tasks of this type's own pool."""
+        return pools[self.name].sample_references(rng, k)
 
     def template(self, role: Role) -> str:
         """The template file stem for a role, e.g. `deduction_propose`."""

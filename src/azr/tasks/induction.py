@@ -7,20 +7,21 @@ and the first half of the pairs and is judged on the held-out second half.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from azr.futures import gather, then
 from azr.parsing import BadFormat, normalize_arguments, one_line
 from azr.tasks.base import (
     IDENTITY_PROGRAM,
     Proposal,
     ProposerPrompt,
     Task,
+    TaskPool,
     TaskType,
     Validation,
-    gather,
-    then,
 )
 
 if TYPE_CHECKING:
@@ -59,11 +60,31 @@ class Induction(TaskType):
     """Induction with `n_inputs` (N) pairs per task: N/2 shown to the solver, the rest held out."""
 
     name = "induction"
+    seed_set = "induction"
+    min_references = 1  # the program the inputs are for
+    program_sources = ("deduction", "abduction")
+    """Buffers whose programs induction proposals are about (its own, when none of them is trained)."""
 
     def __init__(self, n_inputs: int = 10) -> None:
         if n_inputs < 2:
             raise ValueError("induction needs at least 2 inputs: one shown, one held out")
         self.n_inputs = n_inputs
+
+    @classmethod
+    def from_config(cls, selfplay: Any) -> Induction:
+        return cls(n_inputs=selfplay.induction_inputs)
+
+    def accepts(self, task: Task) -> bool:
+        return bool(task.inputs)
+
+    def proposer_references(
+        self, pools: Mapping[str, TaskPool], rng: random.Random, k: int
+    ) -> list[Task]:
+        """One program from a program-and-input pool to write inputs for, then up to k − 1 induction tasks
+        of this type's own pool as worked examples."""
+        sources = [name for name in self.program_sources if name in pools] or [self.name]
+        target = pools[rng.choice(sources)].sample_references(rng, 1)
+        return target + pools[self.name].sample_references(rng, max(k - 1, 0))
 
     def seed_tasks(self) -> list[Task]:
         inputs = IDENTITY_INPUTS[: self.n_inputs]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from azr.futures import then
 from azr.parsing import BadFormat, one_line
 from azr.tasks.base import (
     IDENTITY_INPUT,
@@ -20,7 +21,6 @@ from azr.tasks.base import (
     TaskType,
     Validation,
     invalid_reason,
-    then,
 )
 
 if TYPE_CHECKING:

@@ -1,0 +1,210 @@
+"""The self-play step with a scripted rollout backend: the paper's order of phases, the solver batch, the
+rewards of every case and the traceability of samples. The policy is the tiny random model; only the
+responses are scripted, so each test controls exactly which proposals are valid and which answers right."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from azr.config import load_config
+from azr.generation import Completion, GenerationBackend, SamplingParams
+from azr.run_dir import RunDir
+from azr.trainer import Trainer
+
+B = 3
+N_LEARN = 2
+SETTINGS = [
+    f"selfplay.batch_size={B}",
+    f"selfplay.learnability_samples={N_LEARN}",
+    "selfplay.references=2",
+    "selfplay.induction_inputs=4",
+    "selfplay.solver_examples=0",
+    "generation.propose_max_new_tokens=64",
+    "generation.solve_max_new_tokens=16",
+    "optim.micro_batch_size=6",
+    "executor.workers=2",
+    "executor.timeout_s=2.0",
+    f"logging.samples_per_step={B}",
+    "logging.tensorboard=false",
+]
+
+
+def role_of(prompt: str) -> tuple[str, str]:
+    """(task type, role) of a completion-format prompt, read from how it ends and its header."""
+    if "deduction puzzle" in prompt:
+        return "deduction", "propose"
+    if "abduction puzzle" in prompt:
+        return "abduction", "propose"
+    if prompt.endswith("assert f("):
+        return "induction", "propose"
+    if prompt.endswith("== f("):
+        return "abduction", "solve"
+    if prompt.endswith("=="):
+        return "deduction", "solve"
+    if prompt.endswith("def f("):
+        return "induction", "solve"
+    raise AssertionError(f"unrecognised prompt ending {prompt[-40:]!r}")
+
+
+class ScriptedBackend(GenerationBackend):
+    """Answers each prompt with `respond(type, role, prompt)` and records every call, in order."""
+
+    def __init__(self, tokenizer, respond: Callable[[str, str, str], str]) -> None:
+        self.tokenizer = tokenizer
+        self.respond = respond
+        self.calls: list[list[tuple[str, str]]] = []
+        self.events: list[str] = []
+
+    def generate(
+        self, prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams], *, seed=None
+    ) -> list[Completion]:
+        self.events.append("generate")
+        self.calls.append([role_of(prompt) for prompt in prompts])
+        completions = []
+        for prompt in prompts:
+            text = self.respond(*role_of(prompt), prompt)
+            response_ids = [
+                *self.tokenizer(text, add_special_tokens=False).input_ids,
+                self.tokenizer.eos_token_id,
+            ]
+            prompt_ids = self.tokenizer(prompt).input_ids
+            completions.append(
+                Completion(prompt, text, prompt_ids, response_ids, [-1.0] * len(response_ids), "eos")
+            )
+        return completions
+
+    def update_weights(self, model) -> None:
+        self.events.append("update_weights")
+
+
+def distinct_valid_proposals() -> Callable[[str, str, str], str]:
+    """Every proposal valid and new. Deduction answers are wrong on every third call (so learnability
+    samples of one task can disagree), abduction answers unparseable, induction answers the identity."""
+    counter = itertools.count(1)
+
+    def respond(task_type: str, role: str, prompt: str) -> str:
+        k = next(counter)
+        if role == "propose" and task_type == "induction":
+            calls = "\n".join(f"assert f({k * 10 + j}) == 0" for j in range(4)).removeprefix("assert f(")
+            return f"{calls}\n# Some numbers."
+        if role == "propose":
+            return f"x):\n    return x * {k}\nassert f(1) == 0"
+        if task_type == "deduction":
+            factor = re.findall(r"return x \* (\d+)\nassert f\(1\) ==$", prompt)
+            return f" {factor[0]}" if factor and k % 3 else " 'nope'"
+        if task_type == "abduction":
+            return "@@@ not an input"
+        return "x):\n    return x"
+
+    return respond
+
+
+@pytest.fixture
+def make_trainer(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., Trainer]]:
+    trainers = []
+
+    def make(respond, *extra: str) -> Trainer:
+        config = load_config("tiny-cpu", [*SETTINGS, f"model.path={tiny_model_dir}", *extra])
+        run = RunDir.create(tmp_path / f"run{len(trainers)}", config)
+        from azr.policy import load_policy
+
+        tokenizer = load_policy(tiny_model_dir, device="cpu").tokenizer
+        trainer = Trainer(config, run, backend=ScriptedBackend(tokenizer, respond))
+        trainers.append(trainer)
+        return trainer
+
+    yield make
+    for trainer in trainers:
+        trainer.close()
+
+
+def samples(trainer: Trainer, step: int) -> list[dict]:
+    path = trainer.run.samples_dir / f"step_{step:06d}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_generation_calls_proposals_then_solver_batch_and_learnability(make_trainer) -> None:
+    trainer = make_trainer(distinct_valid_proposals(), "selfplay.seed_file=null")
+    trainer.train_step()
+    backend = trainer.backend
+    assert backend.events == ["generate", "generate", "update_weights"]
+    first, second = backend.calls
+    assert Counter(first) == {(t, "propose"): B for t in ("deduction", "abduction", "induction")}
+    # Every proposal was valid, so each type's solver batch is its B fresh tasks, and their answers are the
+    # first of the N_LEARN learnability samples: no extra solver generation.
+    assert Counter(second) == {(t, "solve"): B * N_LEARN for t in ("deduction", "abduction", "induction")}
+
+
+def test_this_steps_valid_proposals_are_this_steps_solver_batch(make_trainer) -> None:
+    trainer = make_trainer(distinct_valid_proposals(), "selfplay.seed_file=null")
+    metrics = trainer.train_step()
+    rows = samples(trainer, 1)
+    for task_type in ("deduction", "abduction", "induction"):
+        assert metrics[f"valid_rate/{task_type}"] == 1.0
+        assert metrics[f"solver_fresh/{task_type}"] == B
+        proposed = [r for r in rows if r["task_type"] == task_type and r["role"] == "propose"]
+        solved = [r for r in rows if r["task_type"] == task_type and r["role"] == "solve"]
+        assert len(proposed) == len(solved) == B
+        assert all(r["valid"] and r["task_id"] is not None for r in proposed)
+        assert sorted(r["task_id"] for r in solved) == sorted(r["task_id"] for r in proposed)
+        assert all(r["task_step"] == 1 for r in solved)
+        # The question each answer was given is the task it is recorded with.
+        stored = {t.task_id: t for t in trainer.buffers[task_type].tasks}
+        for row in solved:
+            task = stored[row["task_id"]]
+            assert (task.message if task_type == "induction" else task.program) in row["prompt"]
+
+
+def test_every_reward_case_of_a_step_matches_the_documented_table(make_trainer) -> None:
+    trainer = make_trainer(distinct_valid_proposals(), "selfplay.seed_file=null")
+    trainer.train_step()
+    for row in samples(trainer, 1):
+        if row["role"] == "solve" and row["format_error"] is not None:
+            assert row["reward"] == -1.0
+        elif row["role"] == "solve":
+            assert row["reward"] == (1.0 if row["correct"] else -0.5)
+        elif not row["valid"]:
+            assert row["reward"] in (-1.0, -0.5)
+        else:
+            acc = row["solve_rate"]
+            assert row["reward"] == pytest.approx(0.0 if acc in (0.0, 1.0) else 1 - acc)
+    answers = {
+        (r["task_type"], r["format_error"] is None, r["correct"])
+        for r in samples(trainer, 1)
+        if r["role"] == "solve"
+    }
+    assert ("abduction", False, False) in answers  # unparseable: -1
+    assert ("deduction", True, True) in answers  # right: 1
+    assert ("deduction", True, False) in answers  # wrong: -0.5
+    learnable = [r for r in samples(trainer, 1) if r["role"] == "propose" and r["solve_rate"] == 0.5]
+    assert learnable and all(r["reward"] == 0.5 for r in learnable)
+
+
+def test_without_new_tasks_solver_batches_spread_over_the_whole_buffer(make_trainer) -> None:
+    """The bug this fixes: with no new tasks, the newest step's tasks came back in every batch."""
+
+    def nothing_valid(task_type: str, role: str, prompt: str) -> str:
+        return "not code at all" if role == "propose" else "@@@"
+
+    trainer = make_trainer(nothing_valid, "selfplay.seed_file=builtin")
+    buffer_size = len(trainer.buffers["deduction"])
+    assert buffer_size > 100
+    asked: list[int] = []
+    for step in range(1, 21):
+        trainer.train_step()
+        asked += [
+            r["task_id"]
+            for r in samples(trainer, step)
+            if r["role"] == "solve" and r["task_type"] == "deduction"
+        ]
+    assert len(asked) == 20 * B
+    # 60 uniform draws from over 100 tasks: about 50 distinct expected; the old rule gave about B.
+    assert len(set(asked)) >= 40
+    assert all(trainer.backend.calls[i][0][1] == "propose" for i in range(0, 40, 2))
