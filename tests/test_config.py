@@ -71,3 +71,31 @@ def test_dumped_config_round_trips(tmp_path: Path):
     again = load_config(str(tmp_path / "config.yaml"))
     assert again == config
     assert isinstance(again, TrainConfig)
+
+
+def _fields(model: type, prefix: str = ""):
+    for name, field in model.model_fields.items():
+        yield f"{prefix}{name}", field
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            yield from _fields(annotation, f"{prefix}{name}.")
+
+
+def test_every_config_section_and_field_is_documented():
+    undocumented = [name for name, field in _fields(TrainConfig) if not (field.description or "").strip()]
+    assert undocumented == []
+
+
+def test_micro_batch_bound_counts_the_task_types_trained():
+    one_type = ["selfplay.task_types=[deduction]", "selfplay.batch_size=2"]
+    assert load_config("tiny-cpu", [*one_type, "optim.micro_batch_size=4"]).sequences_per_step == 4
+    with pytest.raises(ConfigError, match=r"micro_batch_size \(5\).*= 4"):
+        load_config("tiny-cpu", [*one_type, "optim.micro_batch_size=5"])
+
+
+def test_prompt_version_resolves_to_the_newest_and_is_recorded():
+    from azr.prompts import latest_version
+
+    config = load_config("tiny-cpu")
+    assert config.selfplay.prompt_version == latest_version("completion") == "v2"
+    assert load_config("tiny-cpu", ["selfplay.prompt_version=v1"]).selfplay.prompt_version == "v1"

@@ -1,4 +1,5 @@
-"""TRR++ advantages and the PPO-clip policy loss (SPEC 6). The only core module that imports torch.
+"""TRR++ advantages and the PPO-clip policy loss (the paper's Task-Relative REINFORCE++), as pure functions on
+tensors, testable without a model.
 
 Shapes: B sequences, T response tokens (padded); `mask` is 1 on real response tokens, 0 on padding.
 

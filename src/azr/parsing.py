@@ -12,6 +12,7 @@ computed later, inside the executor's sandbox.
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 
 MAX_RESPONSE_CHARS = 32_000
@@ -39,7 +40,10 @@ def clip(text: str) -> str:
 def _parses(source: str, mode: str) -> ast.AST | None:
     """`ast.parse` that reports failure as None instead of raising (deep nesting raises several types)."""
     try:
-        return ast.parse(source, mode=mode)
+        with warnings.catch_warnings():
+            # Model code with an invalid escape such as '\d' is still valid Python; the warning is noise.
+            warnings.simplefilter("ignore")
+            return ast.parse(source, mode=mode)
     except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
         return None
 

@@ -159,7 +159,7 @@ class Trainer:
             rollout.parsed = task_type.parse_proposal(
                 self.fmt, rollout.proposer_prompt, rollout.completion.text
             )
-            futures.append(task_type.validate_batch(self.executor, [rollout.parsed], step=self.step)[0])
+            futures.append(task_type.submit_validation(self.executor, rollout.parsed, self.step))
         for rollout, future in zip(proposals, futures, strict=True):
             rollout.validation = future.result()
 
@@ -177,31 +177,35 @@ class Trainer:
     def solve(self, proposals: Sequence[Rollout]) -> list[Rollout]:
         """Generation call 2: the solver batch of every type and the learnability samples of every valid
         proposal. Returns the solver rollouts, B per type, in batch order."""
-        n = self.config.selfplay.learnability_samples
         solutions, to_generate = [], []
         for name, task_type in self.task_types.items():
-            fresh: dict[str, Rollout] = {}
+            fresh = {}  # this step's distinct valid tasks, each with the first proposal that made it
             for proposal in proposals:
                 if proposal.task_type == name and proposal.valid:
-                    prompt = self._solver_prompt(task_type, proposal.task)
-                    proposal.learnability = [
-                        Rollout(name, "solve", prompt, task=proposal.task, trained=False) for _ in range(n)
-                    ]
+                    proposal.learnability = self._learnability_samples(task_type, proposal.task)
                     to_generate += proposal.learnability
                     fresh.setdefault(task_key(proposal.task), proposal)
-            first = [proposal.task for proposal in fresh.values()]
-            for task in self.buffers[name].sample_solver_batch(
-                self.rng, self.config.selfplay.batch_size, first
-            ):
-                reusable = fresh.pop(task_key(task), None)
-                if reusable is not None:
-                    reusable.learnability[0].trained = True
-                    solutions.append(reusable.learnability[0])
+            batch = self.buffers[name].sample_solver_batch(
+                self.rng, self.config.selfplay.batch_size, first=[p.task for p in fresh.values()]
+            )
+            for task in batch:
+                proposal = fresh.pop(task_key(task), None)
+                if proposal is not None:  # its first learnability sample is the solver's answer
+                    proposal.learnability[0].trained = True
+                    solutions.append(proposal.learnability[0])
                 else:
                     solutions.append(Rollout(name, "solve", self._solver_prompt(task_type, task), task=task))
                     to_generate.append(solutions[-1])
         self._generate(to_generate, call=1)
         return solutions
+
+    def _learnability_samples(self, task_type: TaskType, task: Task) -> list[Rollout]:
+        """n solver rollouts on one prompt for `task`, scored to estimate its solve rate."""
+        prompt = self._solver_prompt(task_type, task)
+        return [
+            Rollout(task_type.name, "solve", prompt, task=task, trained=False)
+            for _ in range(self.config.selfplay.learnability_samples)
+        ]
 
     def judge(self, answers: Sequence[Rollout]) -> None:
         """Parse every answer and check it in the sandbox (all submitted before any is awaited)."""
@@ -209,7 +213,7 @@ class Trainer:
         for rollout in answers:
             task_type = self.task_types[rollout.task_type]
             rollout.parsed = task_type.parse_answer(self.fmt, rollout.completion.text)
-            futures.append(task_type.judge_batch(self.executor, [rollout.task], [rollout.parsed])[0])
+            futures.append(task_type.submit_judgement(self.executor, rollout.task, rollout.parsed))
         for rollout, future in zip(answers, futures, strict=True):
             rollout.verdict = future.result() if future is not None else None
 

@@ -69,72 +69,88 @@ def _is_stub(problem: Problem) -> bool:
 
 def build_prompt(problem: Problem, style: PromptStyle) -> Prompt:
     """The prompt for `problem` in `style` (chat prompts still need the chat template applied)."""
-    chat = style == "chat"
-    if problem.kind == "output":
-        call = f"f({problem.gold_input})"
-        if chat:
-            return Prompt(
-                "Here is a Python function and an assertion whose right-hand side is missing:\n\n"
-                f"```python\n{problem.question}\nassert {call} == ??\n```\n\n"
-                "Work out what the call returns. Then write the completed assertion on one line, "
-                f"`assert {call} == <output>` with the output as a Python literal, in a ```python block.",
-                (),
-                True,
-            )
+    builders = {
+        "output": _output_prompt,
+        "input": _input_prompt,
+        "code": _code_prompt,
+        "stdio": _stdio_prompt,
+    }
+    return builders.get(problem.kind, _math_prompt)(problem, style == "chat")
+
+
+def _output_prompt(problem: Problem, chat: bool) -> Prompt:
+    call = f"f({problem.gold_input})"
+    if chat:
         return Prompt(
-            "Complete each assertion with the literal value the function call returns.\n\n"
-            f"{_CRUX_OUTPUT_EXAMPLE}\n{problem.question}\nassert {call} ==",
-            ("\n",),
-            False,
+            "Here is a Python function and an assertion whose right-hand side is missing:\n\n"
+            f"```python\n{problem.question}\nassert {call} == ??\n```\n\n"
+            "Work out what the call returns. Then write the completed assertion on one line, "
+            f"`assert {call} == <output>` with the output as a Python literal, in a ```python block.",
+            (),
+            True,
         )
-    if problem.kind == "input":
-        if chat:
-            return Prompt(
-                "Here is a Python function and an assertion whose input is missing:\n\n"
-                f"```python\n{problem.question}\nassert f(??) == {problem.gold_output}\n```\n\n"
-                "Find any input that makes the assertion hold. Then write the completed assertion on one "
-                "line, "
-                f"`assert f(<input>) == {problem.gold_output}`, in a ```python block.",
-                (),
-                True,
-            )
+    return Prompt(
+        "Complete each assertion with the literal value the function call returns.\n\n"
+        f"{_CRUX_OUTPUT_EXAMPLE}\n{problem.question}\nassert {call} ==",
+        ("\n",),
+        False,
+    )
+
+
+def _input_prompt(problem: Problem, chat: bool) -> Prompt:
+    if chat:
         return Prompt(
-            "Complete each assertion with arguments for which the function returns the given value.\n\n"
-            f"{_CRUX_INPUT_EXAMPLE}\n{problem.question}\nassert {problem.gold_output} == f(",
-            ("\n",),
-            False,
+            "Here is a Python function and an assertion whose input is missing:\n\n"
+            f"```python\n{problem.question}\nassert f(??) == {problem.gold_output}\n```\n\n"
+            "Find any input that makes the assertion hold. Then write the completed assertion on one "
+            "line, "
+            f"`assert f(<input>) == {problem.gold_output}`, in a ```python block.",
+            (),
+            True,
         )
-    if problem.kind == "code":
-        if chat:
-            task = (
-                f"Complete the following Python function:\n\n```python\n{problem.question}```"
-                if _is_stub(problem)
-                else problem.question.strip()
-            )
-            return Prompt(
-                f"{task}\n\nReply with the complete function, and any imports it needs, in one "
-                "```python block.",
-                (),
-                True,
-            )
-        if _is_stub(problem):
-            return Prompt(problem.question, _HUMANEVAL_STOPS, False)
-        return Prompt(f"{problem.question.rstrip()}\n", _MBPP_STOPS, False)
-    if problem.kind == "stdio":
-        if chat:
-            return Prompt(
-                f"{problem.question.strip()}\n\nWrite a Python program that reads the input from standard "
-                "input and prints the answer to standard output. Reply with the program in one "
-                "```python block.",
-                (),
-                True,
-            )
+    return Prompt(
+        "Complete each assertion with arguments for which the function returns the given value.\n\n"
+        f"{_CRUX_INPUT_EXAMPLE}\n{problem.question}\nassert {problem.gold_output} == f(",
+        ("\n",),
+        False,
+    )
+
+
+def _code_prompt(problem: Problem, chat: bool) -> Prompt:
+    if chat:
+        task = (
+            f"Complete the following Python function:\n\n```python\n{problem.question}```"
+            if _is_stub(problem)
+            else problem.question.strip()
+        )
         return Prompt(
-            f"{problem.question.strip()}\n\nPython program that reads standard input and prints the answer:\n"
-            "```python\n",
-            ("```",),
-            False,
+            f"{task}\n\nReply with the complete function, and any imports it needs, in one ```python block.",
+            (),
+            True,
         )
+    if _is_stub(problem):
+        return Prompt(problem.question, _HUMANEVAL_STOPS, False)
+    return Prompt(f"{problem.question.rstrip()}\n", _MBPP_STOPS, False)
+
+
+def _stdio_prompt(problem: Problem, chat: bool) -> Prompt:
+    if chat:
+        return Prompt(
+            f"{problem.question.strip()}\n\nWrite a Python program that reads the input from standard "
+            "input and prints the answer to standard output. Reply with the program in one "
+            "```python block.",
+            (),
+            True,
+        )
+    return Prompt(
+        f"{problem.question.strip()}\n\nPython program that reads standard input and prints the answer:\n"
+        "```python\n",
+        ("```",),
+        False,
+    )
+
+
+def _math_prompt(problem: Problem, chat: bool) -> Prompt:
     if chat:
         return Prompt(
             f"{problem.question.strip()}\n\nSolve the problem step by step, then write the final answer as "

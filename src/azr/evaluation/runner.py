@@ -183,15 +183,7 @@ def evaluate(
     `progress`, when given, receives a line of text after each benchmark's generation.
     Raises `BenchmarkError` for unknown benchmarks or bad files, `ValueError` for bad settings.
     """
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if samples > 1 and temperature == 0:
-        raise ValueError("several samples of greedy decoding are identical: set a temperature > 0 for pass@k")
-    pass_k = pass_k or samples
-    if not 1 <= pass_k <= samples:
-        raise ValueError(f"pass@k needs 1 <= k <= samples ({samples}), got k={pass_k}")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    pass_k = _checked_pass_k(samples, temperature, pass_k, max_new_tokens)
     style = resolve_style(prompt_style, getattr(backend.tokenizer, "chat_template", None) is not None)
     problem_sets = {name: load_benchmark(name, benchmark_files, limit) for name in benchmarks}
     settings = {
@@ -200,8 +192,6 @@ def evaluate(
         "top_p": top_p,
         "max_new_tokens": max_new_tokens,
     }
-    pass_ks = sorted({1, pass_k})
-
     started = time.monotonic()
     own_grader = math_grader is None and any(p.kind == "math" for ps in problem_sets.values() for p in ps)
     grader = MathGrader() if own_grader else math_grader
@@ -223,47 +213,26 @@ def evaluate(
             if progress is not None:
                 progress(f"{name}: {len(problems) * samples} responses in {generation_s[name]:.1f} s")
         generation_done = time.monotonic()
-        records: list[dict[str, Any]] = []
-        scores: dict[str, float] = {}
-        pass_at: dict[str, dict[str, float]] = {}
-        execution_s = math_s = 0.0
-        for name, items in pending.items():
-            per_problem = []
-            for item in items:
-                grades = [grade.result() for grade in item.grades]
-                if item.problem.kind == "math":
-                    math_s += sum(grade.seconds for grade in grades)
-                else:
-                    execution_s += sum(grade.seconds for grade in grades)
-                correct = sum(grade.correct for grade in grades)
-                per_problem.append({str(k): pass_at_k(samples, correct, k) for k in pass_ks})
-                records.append(_record(item, grades, pass_ks))
-            count = max(len(per_problem), 1)
-            pass_at[name] = {key: sum(row[key] for row in per_problem) / count for key in map(str, pass_ks)}
-            scores[name] = pass_at[name][str(pass_k)]
+        graded = _collect_grades(pending, samples, pass_k)
         finished = time.monotonic()
     finally:
         if own_grader and grader is not None:
             grader.close()
-
     total_generation = sum(generation_s.values())
     timing = {
         "total_s": finished - started,
         "generation_s": total_generation,
         "generated_tokens": float(tokens),
         "tokens_per_s": tokens / total_generation if total_generation > 0 else 0.0,
-        "execution_s": execution_s,  # summed over sandbox jobs, which run in parallel with each other
-        "math_grading_s": math_s,
+        "execution_s": graded.execution_s,  # summed over sandbox jobs, which run in parallel with each other
+        "math_grading_s": graded.math_s,
         "grading_wait_s": finished - generation_done,  # grading left after the last generation
         **{f"generation_s/{name}": seconds for name, seconds in generation_s.items()},
     }
     config = {
         "benchmarks": list(benchmarks),
         "limit": limit,
-        "samples": samples,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
+        **settings,
         "max_new_tokens_used": {
             name: max_new_tokens or DEFAULT_MAX_NEW_TOKENS[problems[0].kind][style] if problems else None
             for name, problems in problem_sets.items()
@@ -275,4 +244,55 @@ def evaluate(
         "problems": {name: len(problems) for name, problems in problem_sets.items()},
         "executor": executor.config.model_dump(include={"timeout_s", "memory_mb", "workers"}),
     }
-    return EvalReport(scores=scores, records=records, config=config, timing=timing, pass_at=pass_at)
+    return EvalReport(
+        scores=graded.scores, records=graded.records, config=config, timing=timing, pass_at=graded.pass_at
+    )
+
+
+def _checked_pass_k(samples: int, temperature: float, pass_k: int | None, max_new_tokens: int | None) -> int:
+    """The k of pass@k to score with, after rejecting settings that cannot work."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if samples > 1 and temperature == 0:
+        raise ValueError("several samples of greedy decoding are identical: set a temperature > 0 for pass@k")
+    pass_k = pass_k or samples
+    if not 1 <= pass_k <= samples:
+        raise ValueError(f"pass@k needs 1 <= k <= samples ({samples}), got k={pass_k}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    return pass_k
+
+
+@dataclass
+class _Graded:
+    """Every grade of a run, collected: scores, pass@k per benchmark, records and grading time."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    pass_at: dict[str, dict[str, float]] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    execution_s: float = 0.0
+    math_s: float = 0.0
+
+
+def _collect_grades(pending: dict[str, list[_Submitted]], samples: int, pass_k: int) -> _Graded:
+    """Wait for every grade; pass@k per benchmark, one record per problem, and time spent grading."""
+    pass_ks = sorted({1, pass_k})
+    graded = _Graded()
+    for name, items in pending.items():
+        per_problem = []
+        for item in items:
+            grades = [grade.result() for grade in item.grades]
+            seconds = sum(grade.seconds for grade in grades)
+            if item.problem.kind == "math":
+                graded.math_s += seconds
+            else:
+                graded.execution_s += seconds
+            correct = sum(grade.correct for grade in grades)
+            per_problem.append({str(k): pass_at_k(samples, correct, k) for k in pass_ks})
+            graded.records.append(_record(item, grades, pass_ks))
+        count = max(len(per_problem), 1)
+        graded.pass_at[name] = {
+            key: sum(row[key] for row in per_problem) / count for key in map(str, pass_ks)
+        }
+        graded.scores[name] = graded.pass_at[name][str(pass_k)]
+    return graded

@@ -7,6 +7,7 @@ write; the sandbox (bubblewrap, seccomp, rlimits) contains whatever slips past i
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Iterable
 
 
@@ -54,7 +55,10 @@ def _check_tree(tree: ast.AST, banned_modules: frozenset[str], banned_names: fro
 
 def _parse(source: str, mode: str, what: str) -> ast.AST:
     try:
-        return ast.parse(source, mode=mode)
+        with warnings.catch_warnings():
+            # Model code with an invalid escape such as '\d' is still valid Python; the warning is noise.
+            warnings.simplefilter("ignore")
+            return ast.parse(source, mode=mode)
     except (SyntaxError, ValueError, MemoryError, RecursionError) as error:
         raise MalformedCodeError(f"{what} does not parse: {type(error).__name__}: {error}") from None
 

@@ -126,8 +126,13 @@ class ExecutorConfig(BaseModel):
     max_output_chars: int = Field(
         10_000, ge=1, description="Longest accepted output repr; longer outputs are rejected, never cut."
     )
-    banned_modules: tuple[str, ...] = DEFAULT_BANNED_MODULES
-    banned_names: tuple[str, ...] = DEFAULT_BANNED_NAMES
+    banned_modules: tuple[str, ...] = Field(
+        DEFAULT_BANNED_MODULES,
+        description="Modules a proposal may not import or reach (checked on the AST before it runs).",
+    )
+    banned_names: tuple[str, ...] = Field(
+        DEFAULT_BANNED_NAMES, description="Builtins and attributes a proposal may not use (escape hatches)."
+    )
     check_determinism: bool = Field(True, description="Validate with two runs in separate processes.")
     require_sandbox: bool = Field(False, description="Refuse to run unless bubblewrap works.")
     use_bwrap: bool = Field(True, description="False skips bubblewrap and uses the weaker fallback.")

@@ -120,9 +120,7 @@ class TaskType(ABC):
         """Whether a task read from a seed file belongs to this type."""
         return not task.inputs
 
-    def proposer_references(
-        self, pools: Mapping[str, TaskPool], rng: random.Random, k: int
-    ) -> list[Task]:
+    def proposer_references(self, pools: Mapping[str, TaskPool], rng: random.Random, k: int) -> list[Task]:
         """The references a proposer prompt shows: k tasks of this type's own pool."""
         return pools[self.name].sample_references(rng, k)
 
@@ -165,22 +163,30 @@ class TaskType(ABC):
     def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
         """Have the executor check a parsed answer against `task`."""
 
+    def submit_validation(
+        self, executor: Executor, proposal: Proposal | BadFormat, step: int = 0
+    ) -> Future[Validation]:
+        """Validate one parsed proposal; an unparsed one resolves at once as invalid ("bad format")."""
+        if isinstance(proposal, BadFormat):
+            return done(Validation(None, f"bad format: {proposal.reason}"))
+        return self.validate(executor, proposal, step)
+
+    def submit_judgement(
+        self, executor: Executor, task: Task, answer: str | BadFormat
+    ) -> Future[Verdict] | None:
+        """Judge one parsed answer; an unparsed answer gets None (nothing to run)."""
+        return None if isinstance(answer, BadFormat) else self.judge(executor, task, answer)
+
     def validate_batch(
         self, executor: Executor, proposals: Sequence[Proposal | BadFormat], step: int = 0
     ) -> list[Future[Validation]]:
-        """Submit every proposal at once; unparsed ones resolve immediately as invalid ("bad format")."""
-        return [
-            done(Validation(None, f"bad format: {proposal.reason}"))
-            if isinstance(proposal, BadFormat)
-            else self.validate(executor, proposal, step)
-            for proposal in proposals
-        ]
+        """Submit every proposal at once (see `submit_validation`)."""
+        return [self.submit_validation(executor, proposal, step) for proposal in proposals]
 
     def judge_batch(
         self, executor: Executor, tasks: Sequence[Task], answers: Sequence[str | BadFormat]
     ) -> list[Future[Verdict] | None]:
-        """Submit every parsed answer at once; an unparsed answer gets None (nothing to run)."""
+        """Submit every answer at once (see `submit_judgement`)."""
         return [
-            None if isinstance(answer, BadFormat) else self.judge(executor, task, answer)
-            for task, answer in zip(tasks, answers, strict=True)
+            self.submit_judgement(executor, task, answer) for task, answer in zip(tasks, answers, strict=True)
         ]

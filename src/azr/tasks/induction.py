@@ -77,9 +77,7 @@ class Induction(TaskType):
     def accepts(self, task: Task) -> bool:
         return bool(task.inputs)
 
-    def proposer_references(
-        self, pools: Mapping[str, TaskPool], rng: random.Random, k: int
-    ) -> list[Task]:
+    def proposer_references(self, pools: Mapping[str, TaskPool], rng: random.Random, k: int) -> list[Task]:
         """One program from a program-and-input pool to write inputs for, then up to k − 1 induction tasks
         of this type's own pool as worked examples."""
         sources = [name for name in self.program_sources if name in pools] or [self.name]
