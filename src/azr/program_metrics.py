@@ -1,20 +1,21 @@
 """How complex and how diverse the proposed programs are, measured as the paper does.
 
 Complexity: AST node count and cyclomatic complexity (radon's total over the program). Diversity: the
-tree edit distance (Zhang-Shasha, from zss) between the ASTs of a new program and of reference programs,
-nodes labelled by their AST class so that renaming a variable costs nothing but changing control flow
-does; and the answer spread, distinct outputs over tasks.
+tree edit distance (APTED, from the apted package) between the ASTs of a new program and of reference
+programs, nodes labelled by their AST class so that renaming a variable costs nothing but changing
+control flow does; and the answer spread, distinct outputs over tasks.
 """
 
 from __future__ import annotations
 
 import ast
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-import zss
+from apted import APTED, Config
 from radon.visitors import ComplexityVisitor
 
 
@@ -24,31 +25,39 @@ class Complexity:
     cyclomatic: int
 
 
+@lru_cache(maxsize=4096)
+def _tree(program: str) -> ast.AST | None:
+    try:
+        with warnings.catch_warnings():
+            # Model-written code is full of invalid escapes like '\d'; they are the program's business.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ast.parse(program)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 def complexity(program: str) -> Complexity | None:
     """None for a program that does not parse (buffer programs always do; samples may not)."""
+    tree = _tree(program)
+    if tree is None:
+        return None
     try:
-        tree = ast.parse(program)
         cyclomatic = ComplexityVisitor.from_ast(tree).total_complexity
-    except (SyntaxError, ValueError, RecursionError):
+    except RecursionError:
         return None
     return Complexity(sum(1 for _ in ast.walk(tree)), cyclomatic)
 
 
-def _label(node: ast.AST) -> str:
-    return type(node).__name__
+class _AstShape(Config):
+    """Unit costs; nodes match when they are the same AST class, whatever names or constants they hold."""
 
+    def rename(self, node_a: ast.AST, node_b: ast.AST) -> int:
+        return 0 if type(node_a) is type(node_b) else 1
 
-def _children(node: ast.AST) -> list[ast.AST]:
-    # Expression contexts (Load, Store) are one shared object per kind; they say nothing about shape.
-    return [child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context)]
-
-
-@lru_cache(maxsize=4096)
-def _tree(program: str) -> ast.AST | None:
-    try:
-        return ast.parse(program)
-    except (SyntaxError, ValueError, RecursionError):
-        return None
+    def children(self, node: ast.AST) -> list[ast.AST]:
+        # Expression contexts (Load, Store) are one shared object per kind; they say nothing about shape.
+        return [child for child in ast.iter_child_nodes(node) if not isinstance(child, ast.expr_context)]
 
 
 def ast_edit_distance(a: str, b: str) -> int | None:
@@ -56,7 +65,7 @@ def ast_edit_distance(a: str, b: str) -> int | None:
     tree_a, tree_b = _tree(a), _tree(b)
     if tree_a is None or tree_b is None:
         return None
-    return int(zss.simple_distance(tree_a, tree_b, get_children=_children, get_label=_label))
+    return int(APTED(tree_a, tree_b, _AstShape()).compute_edit_distance())
 
 
 def mean_distance_to_references(

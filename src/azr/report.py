@@ -30,8 +30,8 @@ from azr.safety import FLAGS_FILENAME, read_flags
 from azr.task_browser import BUFFER_FILENAME, BufferTask, read_tasks
 
 ROLES = ("propose", "solve")
-# Tree edit distance is quadratic in program size (~0.1 s a pair for 100-node programs): measure a few
-# programs per step on at most this many steps, always including the first and last.
+# Tree edit distance is at least quadratic in program size (~0.06 s a pair of 100-node programs):
+# measure a few programs per step on at most this many steps, always including the first and last.
 DIVERSITY_PROGRAMS_PER_STEP = 2
 DIVERSITY_REFERENCES = 3
 DIVERSITY_MAX_STEPS = 20
@@ -310,7 +310,7 @@ def figure_sections(data: RunData, out: Path) -> list[Section]:
         ),
         Section(
             "Program diversity",
-            f"AST edit distance (Zhang-Shasha, node labels = AST class) of up to "
+            f"AST edit distance (APTED, node labels = AST class) of up to "
             f"{DIVERSITY_PROGRAMS_PER_STEP} programs added at a step to {DIVERSITY_REFERENCES} programs "
             f"drawn from the same buffer as it stood before that step, which is where proposer references "
             f"come from (the prompts themselves are saved for a few samples only); the seed step is "
@@ -361,8 +361,10 @@ def gallery(data: RunData) -> list[dict[str, Any]]:
     steps = sorted(data.samples)
     if not steps:
         return []
-    chosen = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
-    labels = {steps[0]: "early", steps[len(steps) // 2]: "middle", steps[-1]: "late"}
+    labels: dict[int, str] = {}
+    for step, label in ((steps[0], "early"), (steps[-1], "late"), (steps[len(steps) // 2], "middle")):
+        labels.setdefault(step, label)
+    chosen = sorted(labels)
     shown = []
     for step in chosen:
         items = []
