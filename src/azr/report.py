@@ -333,7 +333,20 @@ def figure_sections(data: RunData, out: Path) -> list[Section]:
             "Responses and programs flagged by the safety monitor (safety/<category>), see flags.jsonl.",
             figure(
                 "safety.png",
-                [every("safety/", "safety/<category>", "flags")],
+                [
+                    Panel(
+                        "safety/<category> and safety/flags",
+                        "flags",
+                        {
+                            k.removeprefix("safety/"): data.series(k)
+                            for k in data.keys("safety/")
+                            if k != "safety/flag_rate"
+                        },
+                    ),
+                    Panel(
+                        "safety/flag_rate", "flagged share", {"flag rate": data.series("safety/flag_rate")}
+                    ),
+                ],
             ),
             table=[
                 (
