@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STEPS ?= 3
 
-.PHONY: setup sandbox test lint train bench clean
+.PHONY: setup sandbox browser test lint train bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,13 @@ sandbox:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
 	  else echo "bubblewrap missing: run 'sudo apt-get install bubblewrap'"; fi; }
 
-setup: sandbox $(VENV)/.installed
+# Headless Chromium renders `azr report` pages in the tests (skipped, with the reason, where it is missing).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; }
+
+setup: sandbox browser $(VENV)/.installed
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

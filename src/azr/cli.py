@@ -10,6 +10,8 @@ import typer
 from azr import __version__
 from azr.evaluation.cli import eval_command
 from azr.executor.cli import exec_app
+from azr.report import report_command
+from azr.task_browser import tasks_command
 
 app = typer.Typer(
     name="azr",
@@ -19,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(exec_app, name="exec")
 app.command("eval")(eval_command)
+app.command("report")(report_command)
+app.command("tasks")(tasks_command)
 
 
 def _print_version(value: bool) -> None:
