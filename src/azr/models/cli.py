@@ -50,14 +50,15 @@ def install_command(
         gguf = model.install()
         verb = "already installed" if already else f"installed in {time.perf_counter() - start:.0f} s"
         typer.echo(f"{name}: {verb}: {gguf}")
+        if model.is_converted():
+            typer.echo(f"{name}: already converted: {model.converted_dir}")
+            return
 
         from azr.policy import named_model_path  # torch and transformers load only when converting
 
-        already = model.is_converted()
         start = time.perf_counter()
         converted = named_model_path(name)
     except ModelLoadError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    verb = "already converted" if already else f"converted in {time.perf_counter() - start:.0f} s"
-    typer.echo(f"{name}: {verb}: {converted}")
+    typer.echo(f"{name}: converted in {time.perf_counter() - start:.0f} s: {converted}")
