@@ -1,4 +1,4 @@
-"""Measure rollout throughput and the cost of one policy-gradient forward+backward on the embedded model.
+"""Measure rollout throughput and the cost of one policy-gradient forward+backward on a model.
 
 Each measurement runs in its own process so that peak RSS belongs to it alone. On a shared, busy CPU
 export OMP_WAIT_POLICY=PASSIVE first: spinning OpenMP threads made decoding 10x slower in our runs.
@@ -7,6 +7,7 @@ export OMP_WAIT_POLICY=PASSIVE first: spinning OpenMP threads made decoding 10x 
     python benchmarks/generation.py train-step --batch 8 --prompt-tokens 128 --response-tokens 256
     python benchmarks/generation.py train-step ... --logprobs naive
     python benchmarks/generation.py train-step ... --logprobs chunked --gradient-checkpointing
+    python benchmarks/generation.py generate --model qwen2.5-coder-0.5b
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 import torch
 
 from azr.generation import SamplingParams, TransformersBackend
+from azr.models import MODELS
 from azr.policy import (
     load_policy,
     naive_sequence_logprobs,
@@ -49,7 +51,7 @@ def prompt_ids(tokenizer, count: int, length: int) -> list[list[int]]:
 
 
 def bench_generate(args: argparse.Namespace) -> None:
-    policy = load_policy(dtype=args.dtype, device="cpu")
+    policy = load_policy(args.model, dtype=args.dtype, device="cpu")
     backend = TransformersBackend.from_policy(policy, max_batch_size=args.batch)
     prompts = [
         policy.tokenizer.decode(ids) for ids in prompt_ids(policy.tokenizer, args.batch, args.prompt_tokens)
@@ -73,7 +75,9 @@ def bench_generate(args: argparse.Namespace) -> None:
 
 
 def bench_train_step(args: argparse.Namespace) -> None:
-    policy = load_policy(dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing, device="cpu")
+    policy = load_policy(
+        args.model, dtype=args.dtype, gradient_checkpointing=args.gradient_checkpointing, device="cpu"
+    )
     policy.model.train()
     rss_loaded = peak_rss_gib()
     prompts = prompt_ids(policy.tokenizer, args.batch, args.prompt_tokens)
@@ -120,6 +124,10 @@ def main() -> None:
     train.add_argument("--gradient-checkpointing", action="store_true")
     train.add_argument("--steps", type=int, default=2)
     for command in (generate, train):
+        command.add_argument(
+            "--model",
+            help=f"a named model ({', '.join(MODELS)}), a model directory or .gguf (default: embedded)",
+        )
         command.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
         command.add_argument(
             "--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads"

@@ -23,6 +23,7 @@ import torch
 
 from azr.executor import Executor, ExecutorConfig
 from azr.generation import SamplingParams, TransformersBackend
+from azr.models import MODELS
 from azr.parsing import BadFormat, normalize_arguments, one_line
 from azr.policy import load_policy
 from azr.prompts import get_format
@@ -117,7 +118,10 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=2, help="worked induction examples per prompt")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=120)
-    parser.add_argument("--model", help="model to load (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--model",
+        help=f"a named model ({', '.join(MODELS)}), a model directory or .gguf (default: embedded)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -1,7 +1,8 @@
 """Measure how well a small model follows a prompt format: valid-proposal and solve rates per task type.
 
-Loads the embedded SmolLM2-135M-Instruct (or `--model`), draws references from the shipped
-seed programs, samples at `--temperature`, then parses, validates and judges with the real executor.
+Loads the embedded SmolLM2-135M-Instruct (or `--model`, e.g. `--model qwen2.5-coder-0.5b`), draws
+references from the shipped seed programs, samples at `--temperature`, then parses, validates and judges
+with the real executor.
 
     .venv/bin/python benchmarks/prompts.py --samples 32 --format completion --version v1
 
@@ -18,6 +19,7 @@ import torch
 
 from azr.executor import Executor, ExecutorConfig
 from azr.generation import SamplingParams, TransformersBackend
+from azr.models import MODELS
 from azr.parsing import BadFormat
 from azr.policy import load_policy
 from azr.prompts import get_format
@@ -56,7 +58,10 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", type=int, default=0, help="print this many raw responses per row")
-    parser.add_argument("--model", help="model to load (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--model",
+        help=f"a named model ({', '.join(MODELS)}), a model directory or .gguf (default: embedded)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(

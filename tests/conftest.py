@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny randomly initialised llama-style model with the real SmolLM2 tokenizer.
 
-The tokenizer comes from the embedded model's cached conversion (`azr.policy.embedded_model_path`); the
+The tokenizer comes from the embedded model's cached conversion (`azr.policy.named_model_path`); the
 first test session on a machine pays the one-off ~20 s conversion, every later one loads it in ~0.2 s.
 """
 
@@ -28,9 +28,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from azr.policy import embedded_model_path
+    from azr.policy import named_model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_path(), local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(named_model_path("embedded"), local_files_only=True)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,

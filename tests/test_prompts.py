@@ -54,7 +54,7 @@ def test_prompts_end_with_their_prefix_and_have_stop_strings(format_name: str) -
 
 def test_completion_prompts_follow_the_cruxeval_pattern() -> None:
     prompts = rendered(get_format("completion"))
-    # No trailing space after `==`: measured to matter for SmolLM2 (README "Choices where the paper is silent").
+    # No trailing space after `==`: measured to matter for SmolLM2 (README, "Prompt formats").
     assert prompts["deduction_solve"].endswith("\nassert f('ab', 2) ==")
     assert prompts["abduction_solve"].endswith("\nassert 'abab' == f(")
     assert prompts["induction_solve"].endswith("assert f(4) == 5\ndef f(")

@@ -10,6 +10,8 @@ import typer
 from azr import __version__
 from azr.evaluation.cli import eval_command
 from azr.executor.cli import exec_app
+from azr.models import MODELS
+from azr.models.cli import models_app
 from azr.report import report_command
 from azr.task_browser import tasks_command
 
@@ -20,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(exec_app, name="exec")
+app.add_typer(models_app, name="models")
 app.command("eval")(eval_command)
 app.command("report")(report_command)
 app.command("tasks")(tasks_command)
@@ -46,7 +49,10 @@ def train(
         "tiny-cpu", "--config", "-c", help="Preset name (tiny-cpu, paper-7b-coder) or a YAML config file."
     ),
     model: str | None = typer.Option(
-        None, "--model", help="'embedded', a local transformers model directory, or a .gguf file."
+        None,
+        "--model",
+        help=f"A named model ({', '.join(MODELS)}; see `azr models list`), a local transformers model "
+        "directory, or a .gguf file.",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Total number of steps to reach."),
     run_dir: Path | None = typer.Option(

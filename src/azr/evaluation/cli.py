@@ -21,20 +21,21 @@ if TYPE_CHECKING:
 def resolve_model_path(model: str) -> str:
     """Map `--model` to what `azr.policy.load_policy` accepts.
 
-    `embedded` and model paths pass through. A run directory of `azr train` (one with a `config.yaml` and a
-    `checkpoints/` folder) becomes the model of its latest complete checkpoint, the same one
-    `azr train --resume` would continue from. Raises `ValueError` when the path does not exist or a run
-    directory holds no complete checkpoint yet.
+    Named models (`embedded`, `qwen2.5-coder-0.5b`, ...) and model paths pass through. A run directory of
+    `azr train` (one with a `config.yaml` and a `checkpoints/` folder) becomes the model of its latest
+    complete checkpoint, the same one `azr train --resume` would continue from. Raises `ValueError` when
+    the path does not exist or a run directory holds no complete checkpoint yet.
     """
+    from azr.models import is_named_model
     from azr.run_dir import RunDir
 
-    if model == "embedded":
+    if is_named_model(model):
         return model
     path = Path(model).expanduser()
     if not path.exists():
         raise ValueError(
             f"--model {model}: no such file or directory (pass a model directory, a .gguf file, "
-            "a run directory of `azr train`, or 'embedded')"
+            "a run directory of `azr train`, or a named model: see `azr models list`)"
         )
     run = RunDir(path)
     if not run.checkpoints_dir.is_dir():
@@ -81,8 +82,8 @@ def eval_command(
     model: str = typer.Option(
         "embedded",
         "--model",
-        help="Model directory, .gguf file, run directory of "
-        "`azr train` (its latest checkpoint), or 'embedded' (SmolLM2-135M-Instruct).",
+        help="Model directory, .gguf file, run directory of `azr train` (its latest checkpoint), or a "
+        "named model: 'embedded' (SmolLM2-135M-Instruct), 'qwen2.5-coder-0.5b' (see `azr models list`).",
     ),
     benchmarks: str = typer.Option(
         ...,
