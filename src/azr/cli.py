@@ -71,6 +71,7 @@ def train(
     from azr.config import ConfigError, dump_config, load_config
     from azr.policy import ModelLoadError
     from azr.run_dir import RunDir
+    from azr.safety import SafetyStop
     from azr.trainer import run_training, summary_table
 
     console = Console()
@@ -93,5 +94,9 @@ def train(
     except (ConfigError, ModelLoadError, FileExistsError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
+    except SafetyStop as stop:
+        console.print(f"[red]stopped by the safety monitor:[/red] {stop}")
+        console.print(f"the step is checkpointed; inspect, then `azr train --resume {run.root}` to go on")
+        raise typer.Exit(3) from None
     console.print(summary_table(records, resolved.selfplay.task_types))
     console.print(f"run directory: [bold]{run.root}[/bold]")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from azr.executor.config import ExecutorConfig
 from azr.rewards import RewardConfig
+from azr.safety import SafetyConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 TASK_TYPE_NAMES = ("deduction", "abduction", "induction")
@@ -203,6 +204,7 @@ class TrainConfig(_Strict):
     checkpoint: CheckpointConfig = Field(
         default_factory=CheckpointConfig, description=CheckpointConfig.__doc__
     )
+    safety: SafetyConfig = Field(default_factory=SafetyConfig, description=SafetyConfig.__doc__)
 
     @property
     def sequences_per_step(self) -> int:

@@ -27,35 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from azr.config import TrainConfig, dump_config, load_config
+from azr.durable import atomic_write_text, fsync_dir, fsync_tree
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})$")
 COMPLETE_MARKER = "COMPLETE"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    _fsync_dir(root)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class RunDir:
@@ -118,11 +93,11 @@ class RunDir:
         staging.mkdir(parents=True)
         write(staging)
         (staging / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if final.exists():
             shutil.rmtree(final)
         os.rename(staging, final)
-        _fsync_dir(self.checkpoints_dir)
+        fsync_dir(self.checkpoints_dir)
         for _, old in self.completed_checkpoints()[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         return final

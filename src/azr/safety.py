@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from azr.run_dir import atomic_write_text
+from azr.durable import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,12 @@ class Flag:
 
 
 class SafetyStop(RuntimeError):
-    """Training stopped because too many screenings of one step were flagged."""
+    """Training stopped because too many screenings of one step were flagged. `metrics` are the step's
+    safety metrics, so the step can still be recorded before the run stops."""
+
+    def __init__(self, message: str, metrics: dict[str, float]) -> None:
+        super().__init__(message)
+        self.metrics = metrics
 
 
 def _excerpt(text: str, start: int, end: int) -> str:
@@ -298,7 +303,8 @@ class SafetyMonitor:
             raise SafetyStop(
                 f"step {step}: {flagged} of {screened} screened responses and programs were flagged "
                 f"({rate:.1%} > safety.max_flag_rate {limit:.1%}); categories {dict(counts)}; "
-                f"see {self.flags_path}"
+                f"see {self.flags_path}",
+                metrics,
             )
         return metrics
 

@@ -41,6 +41,7 @@ from azr.policy import LoraSettings, Policy, load_policy, save_policy_weights
 from azr.prompts import get_format
 from azr.rollouts import Rollout, assign_rewards, mean_rewards, sample_row
 from azr.run_dir import RunDir, attach_file_log
+from azr.safety import FLAGS_FILENAME, SafetyMonitor, SafetyStop
 from azr.seeding import GenerationRequest, grow_seed_tasks, validate_seed_tasks
 from azr.tasks import ProposerPrompt, Task, TaskType, get_task_type, load_seed_tasks, shipped_seed_path
 from azr.update import TrainingSequence, policy_update
@@ -107,6 +108,8 @@ class Trainer:
         self.reference_model = self._frozen_reference() if config.optim.kl_coef > 0 else None
         self.executor = Executor(config.executor)
         self.buffers = open_buffers(run.buffer_path, self.task_types, cap=config.selfplay.buffer_cap)
+        self.safety = SafetyMonitor(config.safety, run.root / FLAGS_FILENAME)
+        self.safety_stop: SafetyStop | None = None  # set by a step whose flag rate passed the limit
         if resume:
             self._restore(checkpoint)
         else:
@@ -254,9 +257,40 @@ class Trainer:
         )
         metrics.update(timings)
         metrics["time/step"] = sum(timings.values())
+        metrics.update(self._screen(proposals, solutions))
         self.metrics.histogram(self.step, "learnability/acc", accs)
         self.run.write_samples(self.step, self._samples([*proposals, *solutions]))
         return metrics
+
+    def _screen(self, proposals: Sequence[Rollout], solutions: Sequence[Rollout]) -> dict[str, float]:
+        """Screen every response of the step (learnability samples too) and every program the sandbox
+        stopped. A step over `safety.max_flag_rate` is still recorded and checkpointed, then the run stops."""
+        answers = [*solutions, *(s for p in proposals for s in p.learnability if not s.trained)]
+        for rollout in [*proposals, *answers]:
+            task_id = rollout.task.task_id if rollout.task is not None else None
+            self.safety.screen(self.step, rollout.task_type, rollout.role, rollout.completion.text, task_id)
+        for proposal in proposals:
+            if proposal.is_parsed and not proposal.valid:
+                status, _, error = proposal.validation.reason.partition(": ")
+                program = proposal.parsed.program
+                self.safety.screen_execution(self.step, proposal.task_type, "propose", status, error, program)
+        for answer in answers:
+            if answer.verdict is not None and not answer.correct:
+                verdict, task_id = answer.verdict, answer.task.task_id
+                self.safety.screen_execution(
+                    self.step,
+                    answer.task_type,
+                    "solve",
+                    verdict.status,
+                    verdict.error,
+                    answer.parsed,
+                    task_id,
+                )
+        try:
+            return self.safety.end_step(self.step)
+        except SafetyStop as stop:
+            self.safety_stop = stop
+            return stop.metrics
 
     def _type_metrics(
         self, name: str, proposals: Sequence[Rollout], solutions: Sequence[Rollout], added: int
@@ -424,6 +458,7 @@ class Trainer:
             # Filling is idempotent (the buffer deduplicates), so a kill midway through it is harmless.
             self._fill_initial_buffers()
             self.run.trim_metrics(0)
+            self.safety.trim_after(0)
             return
         step, folder = checkpoint
         state = torch.load(folder / "trainer_state.pt", weights_only=False)
@@ -433,6 +468,7 @@ class Trainer:
         self.step = state["step"]
         removed = sum(buffer.remove_after(step) for buffer in self.buffers.values())
         self.run.trim_metrics(step)
+        self.safety.trim_after(step)
         log.info("resumed at step %d (dropped %d tasks added after it)", step, removed)
 
     def save_checkpoint(self) -> Path:
@@ -531,7 +567,12 @@ def run_training(config: TrainConfig, run: RunDir, *, resume: bool, console=None
                     progress.update(bar, description="validation")
                     metrics.update(trainer.validate())
                 trainer.metrics.write(trainer.step, metrics)
-                if trainer.step % config.checkpoint.every_steps == 0 or trainer.step == config.steps:
+                stopping = trainer.safety_stop is not None
+                if (
+                    stopping
+                    or trainer.step % config.checkpoint.every_steps == 0
+                    or trainer.step == config.steps
+                ):
                     progress.update(bar, description="checkpoint")
                     trainer.save_checkpoint()
                 rewards = "  ".join(
@@ -542,6 +583,8 @@ def run_training(config: TrainConfig, run: RunDir, *, resume: bool, console=None
                 progress.console.print(f"step {trainer.step}: {rewards}  ({metrics['time/step']:.0f}s)")
                 log.info("step %d: %s", trainer.step, rewards)
                 progress.update(bar, completed=trainer.step, description="")
+                if trainer.safety_stop is not None:
+                    raise trainer.safety_stop
     finally:
         trainer.close()
         logging.getLogger("azr").removeHandler(log_handler)
