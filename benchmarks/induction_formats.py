@@ -48,6 +48,15 @@ def calls(task: Task, count: int) -> str:
     return "\n".join(f"f({one_line(i)})" for i in task.inputs[:count])
 
 
+def later_asserts(task: Task, count: int) -> str:
+    """The asserts after the first one, up to `count` of them."""
+    return "\n".join(asserts(task, count + 1).split("\n")[1:])
+
+
+def later_calls(task: Task, count: int) -> str:
+    return "\n".join(calls(task, count + 1).split("\n")[1:])
+
+
 def comment(task: Task) -> str:
     return "# " + one_line_message(task.message)
 
@@ -97,6 +106,23 @@ LAYOUTS = [
         "inputs of the same kind, then a comment that says what it does.",
         lambda t, n: f"{t.program}\n{asserts(t, n + 1)}\n{comment(t)}",
         lambda t: f"{t.program}\nassert f({one_line(t.input)}) == {one_line(t.output)}\nassert f(",
+        shows_target_input=True,
+    ),
+    Layout(
+        "known assert, then message, then asserts",
+        "# Python functions. After each function: one assert that calls it, a comment that says what it "
+        "does, then {n} more asserts with other inputs of the same kind.",
+        lambda t, n: f"{t.program}\n{asserts(t, 1)}\n{comment(t)}\n{later_asserts(t, n)}",
+        lambda t: f"{t.program}\nassert f({one_line(t.input)}) == {one_line(t.output)}\n# ",
+        shows_target_input=True,
+    ),
+    Layout(
+        "known call, then message, then calls",
+        "# Python functions. After each function: one call of it, a comment that says what it does, then "
+        "{n} more calls with other inputs of the same kind.",
+        lambda t, n: f"{t.program}\n{calls(t, 1)}\n{comment(t)}\n{later_calls(t, n)}",
+        lambda t: f"{t.program}\nf({one_line(t.input)})\n# ",
+        stop=("\ndef ", "\n\n\n"),
         shows_target_input=True,
     ),
     Layout(

@@ -60,10 +60,11 @@ class ModelConfig(_Strict):
 class GenerationConfig(_Strict):
     """Rollouts: the engine that samples them and how."""
 
-    backend: Literal["transformers"] = Field(
+    backend: Literal["transformers", "transformers-bf16", "transformers-int8"] = Field(
         "transformers",
-        description="Rollout engine, built by `azr.generation.make_backend`; 'transformers' samples with "
-        "the trainer's own model in this process.",
+        description="Rollout engine, built by `azr.generation.make_backend`: 'transformers' samples with "
+        "the trainer's own model; 'transformers-bf16' / 'transformers-int8' sample from their own bf16 or "
+        "int8-quantised copy of the weights (faster CPU decoding), refreshed after every update.",
     )
     temperature: float = Field(
         1.0, gt=0.0, description="Sampling temperature of every rollout (never greedy)."
