@@ -1,5 +1,5 @@
-"""Rollout generation: the backend interface the trainer and evaluation call, and its transformers
-implementation (a vLLM backend can sit behind the same interface).
+"""Rollout generation: the backend interface the trainer and evaluation call, its transformers
+implementation, and the factory that also builds the vLLM one (`azr.vllm_backend`).
 
 Conventions every backend follows:
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from azr.config import GenerationConfig
 from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_mask
 
 
@@ -295,13 +296,21 @@ def _top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
 
 
-def make_backend(name: str, policy: Policy, *, max_batch_size: int) -> GenerationBackend:
+def make_backend(generation: GenerationConfig, policy: Policy, *, seed: int = 0) -> GenerationBackend:
     """The rollout backend named by `generation.backend`, on the policy's current weights.
 
     The trainer calls `update_weights` after every optimizer step; an engine that keeps its own copy of
-    the weights (a vLLM server, a CPU inference engine) must reload them there, never generate from stale
-    ones.
+    the weights (vLLM) reloads them there, so it never generates from stale ones.
     """
-    if name == "transformers":
-        return TransformersBackend.from_policy(policy, max_batch_size=max_batch_size)
-    raise ValueError(f"unknown generation backend {name!r}; known: transformers")
+    if generation.backend == "transformers":
+        return TransformersBackend.from_policy(policy, max_batch_size=generation.max_batch_size)
+    if generation.backend == "vllm":
+        from azr.vllm_backend import VllmBackend
+
+        return VllmBackend.launch(
+            policy,
+            gpu_memory_utilization=generation.vllm_gpu_memory_utilization,
+            sleep_level=generation.vllm_sleep_level,
+            seed=seed,
+        )
+    raise ValueError(f"unknown generation backend {generation.backend!r}; known: transformers, vllm")
