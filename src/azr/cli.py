@@ -46,7 +46,12 @@ def main(
 @app.command()
 def train(
     config: str = typer.Option(
-        "tiny-cpu", "--config", "-c", help="Preset name (tiny-cpu, paper-7b-coder) or a YAML config file."
+        "tiny-cpu",
+        "--config",
+        "-c",
+        help="Preset name (tiny-cpu, single-gpu, paper-3b-coder, paper-7b-coder, paper-14b-coder, "
+        "paper-llama-8b)"
+        " or a YAML config file.",
     ),
     model: str | None = typer.Option(
         None,
