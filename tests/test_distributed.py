@@ -168,3 +168,26 @@ def test_torchrun_sigkill_mid_step_then_resume(tiny_model_dir: Path, tmp_path: P
     assert run.latest_checkpoint()[0] == killed_at + 1
     state = torch.load(run.latest_checkpoint()[1] / "optimizer.pt", weights_only=True)["state"]
     assert all(float(s["step"]) == killed_at + 1 for s in state.values())
+
+
+def test_accelerate_launch_with_the_shipped_ddp_config(tiny_model_dir: Path, tmp_path: Path):
+    """configs/accelerate/ddp.yaml, with 2 processes instead of 8: on CPU accelerate starts them with the
+    torchrun variables and azr joins over gloo."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"
+    source = str(Path(azr.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    sets = [item for setting in TINY_SETTINGS for item in ("--set", setting)]
+    run_dir = tmp_path / "run"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    train = ["--model", str(tiny_model_dir), "--steps", "1", "--run-dir", str(run_dir), *sets]
+    proc = subprocess.run(
+        [*launch, "--num_processes", "2", "-m", "azr", "train", *train, "--set", "logging.tensorboard=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["distributed"]["world_size"] == 2
+    [record] = RunDir(run_dir).read_metrics()
+    assert record["dp/replica_divergence"] == 0.0
