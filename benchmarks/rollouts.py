@@ -20,6 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from azr.config import GenerationConfig
 from azr.generation import SamplingParams, make_backend
 from azr.models import MODELS
 from azr.policy import load_policy
@@ -97,7 +98,7 @@ def main() -> None:
 
     rows = []
     for name in args.backends.split(","):
-        backend = make_backend(name, policy, max_batch_size=args.batch_size)
+        backend = make_backend(GenerationConfig(backend=name, max_batch_size=args.batch_size), policy)
         backend.generate(prompts[:1], SamplingParams(max_new_tokens=2), seed=0)  # warm-up
         started = time.perf_counter()
         backend.generate(prompts, first_token, seed=args.seed)

@@ -6,7 +6,7 @@ from azr.config import ConfigError, TrainConfig, available_presets, dump_config,
 
 
 def test_presets_load_and_match_their_purpose():
-    assert {"tiny-cpu", "paper-7b-coder"} <= set(available_presets())
+    assert {"tiny-cpu", "single-gpu", *PAPER_PRESETS} <= set(available_presets())
     tiny = load_config("tiny-cpu")
     assert tiny.model.path == "embedded"
     assert tiny.selfplay.prompt_format == "completion"
@@ -20,6 +20,22 @@ def test_presets_load_and_match_their_purpose():
     assert paper.optim.clip_ratio == 0.2
     assert paper.executor.timeout_s == 10.0
     assert paper.selfplay.prompt_format == "r1"
+
+
+PAPER_PRESETS = ("paper-3b-coder", "paper-7b-coder", "paper-14b-coder", "paper-llama-8b")
+
+
+@pytest.mark.parametrize("name", [*PAPER_PRESETS, "single-gpu", "tiny-cpu"])
+def test_every_preset_loads_and_validates(name):
+    config = load_config(name)
+    assert config.distributed.world_size == 1
+    if name in PAPER_PRESETS:  # SPEC section 7
+        assert (config.selfplay.batch_size, config.selfplay.references) == (64, 6)
+        assert (config.selfplay.induction_inputs, config.selfplay.learnability_samples) == (10, 8)
+        assert config.optim.lr == 1e-6 and config.model.dtype == "bfloat16"
+        assert config.model.gradient_checkpointing and not config.model.lora.enabled
+    if name == "single-gpu":
+        assert config.model.lora.enabled and config.device == "cuda"
 
 
 def test_overrides_keep_their_yaml_types():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from azr.config import GenerationConfig
 from azr.generation import (
     Completion,
     SamplingParams,
@@ -32,7 +33,7 @@ BACKEND_KINDS = ("transformers", "transformers-bf16", "transformers-int8")
 @pytest.fixture(scope="module", params=BACKEND_KINDS)
 def any_backend(request, tiny_policy: Policy) -> TransformersBackend:
     """Every backend kind on the tiny policy: the generation contract holds for each of them."""
-    return make_backend(request.param, tiny_policy, max_batch_size=4)
+    return make_backend(GenerationConfig(backend=request.param, max_batch_size=4), tiny_policy)
 
 
 def test_greedy_is_deterministic_and_unaffected_by_left_padding(any_backend: TransformersBackend) -> None:

@@ -46,7 +46,12 @@ def main(
 @app.command()
 def train(
     config: str = typer.Option(
-        "tiny-cpu", "--config", "-c", help="Preset name (tiny-cpu, paper-7b-coder) or a YAML config file."
+        "tiny-cpu",
+        "--config",
+        "-c",
+        help="Preset name (tiny-cpu, single-gpu, paper-3b-coder, paper-7b-coder, paper-14b-coder, "
+        "paper-llama-8b)"
+        " or a YAML config file.",
     ),
     model: str | None = typer.Option(
         None,
@@ -65,10 +70,18 @@ def train(
         None, "--resume", help="Continue the run in this directory from its last complete checkpoint."
     ),
 ) -> None:
-    """Run Absolute Zero self-play training (propose, validate, solve, learn) and write a run directory."""
+    """Run Absolute Zero self-play training (propose, validate, solve, learn) and write a run directory.
+
+    Under a launcher (`torchrun --nproc-per-node N -m azr train ...`) the N processes form one
+    data-parallel job: rank 0 trains and writes the run directory, the others follow it.
+    """
+    from datetime import timedelta
+
     from rich.console import Console
 
     from azr.config import ConfigError, dump_config, load_config
+    from azr.data_parallel import follow
+    from azr.distributed import init_distributed, launched_world_size, shutdown_distributed
     from azr.policy import ModelLoadError
     from azr.run_dir import RunDir
     from azr.safety import SafetyStop
@@ -79,18 +92,28 @@ def train(
         list(overrides)
         + ([f"model.path={model}"] if model is not None else [])
         + ([f"steps={steps}"] if steps is not None else [])
+        + [f"distributed.world_size={launched_world_size()}"]
     )
     try:
+        # Every rank resolves the same config from the same arguments; only rank 0 writes it.
         if resume is not None:
-            run, resolved = RunDir.open(resume)
-            if extra:
-                resolved = load_config(str(run.config_path), extra)
-                dump_config(resolved, run.config_path)
+            run, _ = RunDir.open(resume)
+            resolved = load_config(str(run.config_path), extra)
         else:
             resolved = load_config(config, extra)
-            target = run_dir or Path("runs") / f"{Path(config).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-            run = RunDir.create(target, resolved)
-        records = run_training(resolved, run, resume=resume is not None)
+        world = init_distributed(timedelta(minutes=resolved.distributed.timeout_minutes))
+        try:
+            if not world.is_leader:
+                follow(world)
+                return
+            if resume is not None:
+                dump_config(resolved, run.config_path)
+            else:
+                target = run_dir or Path("runs") / f"{Path(config).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+                run = RunDir.create(target, resolved)
+            records = run_training(resolved, run, resume=resume is not None, world=world)
+        finally:
+            shutdown_distributed(world)
     except (ConfigError, ModelLoadError, FileExistsError, FileNotFoundError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None

@@ -60,11 +60,26 @@ class ModelConfig(_Strict):
 class GenerationConfig(_Strict):
     """Rollouts: the engine that samples them and how."""
 
-    backend: Literal["transformers", "transformers-bf16", "transformers-int8"] = Field(
+    backend: Literal["transformers", "transformers-bf16", "transformers-int8", "vllm"] = Field(
         "transformers",
         description="Rollout engine, built by `azr.generation.make_backend`: 'transformers' samples with "
-        "the trainer's own model; 'transformers-bf16' / 'transformers-int8' sample from their own bf16 or "
-        "int8-quantised copy of the weights (faster CPU decoding), refreshed after every update.",
+        "the trainer's own model in this process; 'transformers-bf16' / 'transformers-int8' sample from "
+        "their own bf16 or int8-quantised copy of the weights (faster CPU decoding), refreshed after every "
+        "update; 'vllm' runs a vLLM engine colocated on the trainer's GPU (needs `pip install 'azr[gpu]'` "
+        "and `optim.recompute_logprobs: true`).",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0.0,
+        lt=1.0,
+        description="vLLM only: share of the GPU's memory vLLM may take for its weights and KV cache; "
+        "the rest is the trainer's (weights, optimizer, activations).",
+    )
+    vllm_sleep_level: Literal[0, 1, 2] = Field(
+        1,
+        description="vLLM only: after each rollout call, put the engine to sleep until the next one "
+        "(0 = never; 1 = weights to CPU memory, KV cache freed; 2 = weights and KV cache freed, the "
+        "trainer's weights are pushed again on waking). Frees the GPU memory for the update.",
     )
     temperature: float = Field(
         1.0, gt=0.0, description="Sampling temperature of every rollout (never greedy)."
@@ -146,6 +161,12 @@ class OptimConfig(_Strict):
     advantage_eps: float = Field(
         1e-6, gt=0.0, description="Added to a group's reward std before dividing (TRR++)."
     )
+    recompute_logprobs: bool = Field(
+        False,
+        description="Score the behaviour log-probs with the trainer's model before the update instead of "
+        "using the rollout engine's (one extra forward pass; exact PPO ratios when the engine computes "
+        "in another numeric path, as vLLM does). LoRA dropout makes the recomputed values noisy.",
+    )
 
 
 class EvalConfig(_Strict):
@@ -182,6 +203,23 @@ class CheckpointConfig(_Strict):
     keep_last: int = Field(2, ge=1, description="Older checkpoints are deleted once a newer one is complete.")
 
 
+class DistributedConfig(_Strict):
+    """Data-parallel training (`torchrun --nproc-per-node N -m azr train ...`); see README "Scaling"."""
+
+    world_size: int = Field(
+        1,
+        ge=1,
+        description="Processes of the data-parallel job, filled in at launch from WORLD_SIZE (recorded, "
+        "not read: a resume may use another world size).",
+    )
+    timeout_minutes: float = Field(
+        120.0,
+        gt=0.0,
+        description="Longest wait in a collective: ranks other than 0 wait while rank 0 runs the sandbox, "
+        "checkpoints and validation, so this must exceed the longest of those.",
+    )
+
+
 class TrainConfig(_Strict):
     """Every setting of a training run; `config.yaml` in the run directory is this, resolved."""
 
@@ -206,6 +244,9 @@ class TrainConfig(_Strict):
         default_factory=CheckpointConfig, description=CheckpointConfig.__doc__
     )
     safety: SafetyConfig = Field(default_factory=SafetyConfig, description=SafetyConfig.__doc__)
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description=DistributedConfig.__doc__
+    )
 
     @property
     def sequences_per_step(self) -> int:
@@ -219,6 +260,11 @@ class TrainConfig(_Strict):
                 f"optim.micro_batch_size ({self.optim.micro_batch_size}) is larger than a whole step's "
                 f"batch (2 roles x {len(self.selfplay.task_types)} task types x selfplay.batch_size = "
                 f"{self.sequences_per_step})"
+            )
+        if self.generation.backend == "vllm" and not self.optim.recompute_logprobs:
+            raise ValueError(
+                "generation.backend vllm needs optim.recompute_logprobs: true (vLLM's log-probs come from "
+                "another numeric path, so PPO ratios against them are not 1 on-policy)"
             )
         if self.selfplay.prompt_version is None:
             from azr.prompts import latest_version

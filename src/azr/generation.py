@@ -1,5 +1,5 @@
-"""Rollout generation: the backend interface the trainer and evaluation call, and its transformers
-implementation (a vLLM backend can sit behind the same interface).
+"""Rollout generation: the backend interface the trainer and evaluation call, its transformers
+implementation, and the factory that also builds the vLLM one (`azr.vllm_backend`).
 
 Conventions every backend follows:
 
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from azr.config import GenerationConfig
 from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_mask
 
 
@@ -356,20 +357,29 @@ def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return _plain_copy(model).state_dict() if hasattr(model, "merge_and_unload") else model.state_dict()
 
 
-BACKENDS = ("transformers", "transformers-bf16", "transformers-int8")
+BACKENDS = ("transformers", "transformers-bf16", "transformers-int8", "vllm")
 
 
-def make_backend(name: str, policy: Policy, *, max_batch_size: int) -> GenerationBackend:
+def make_backend(generation: GenerationConfig, policy: Policy, *, seed: int = 0) -> GenerationBackend:
     """The rollout backend named by `generation.backend`, on the policy's current weights.
 
     `transformers` samples with the trainer's own model object; `transformers-bf16` and `transformers-int8`
-    keep their own copy in a faster form (`SnapshotBackend`). The trainer calls `update_weights` after
-    every optimizer step; an engine that keeps its own copy of the weights must reload them there, never
-    generate from stale ones.
+    keep their own copy in a faster form (`SnapshotBackend`); `vllm` runs a colocated vLLM engine. The
+    trainer calls `update_weights` after every optimizer step; an engine that keeps its own copy of the
+    weights reloads them there, so it never generates from stale ones.
     """
-    if name == "transformers":
-        return TransformersBackend.from_policy(policy, max_batch_size=max_batch_size)
-    if name in ("transformers-bf16", "transformers-int8"):
-        weights = "bfloat16" if name == "transformers-bf16" else "int8"
-        return SnapshotBackend(policy, weights=weights, max_batch_size=max_batch_size)
-    raise ValueError(f"unknown generation backend {name!r}; known: {', '.join(BACKENDS)}")
+    if generation.backend == "transformers":
+        return TransformersBackend.from_policy(policy, max_batch_size=generation.max_batch_size)
+    if generation.backend in ("transformers-bf16", "transformers-int8"):
+        weights = "bfloat16" if generation.backend == "transformers-bf16" else "int8"
+        return SnapshotBackend(policy, weights=weights, max_batch_size=generation.max_batch_size)
+    if generation.backend == "vllm":
+        from azr.vllm_backend import VllmBackend
+
+        return VllmBackend.launch(
+            policy,
+            gpu_memory_utilization=generation.vllm_gpu_memory_utilization,
+            sleep_level=generation.vllm_sleep_level,
+            seed=seed,
+        )
+    raise ValueError(f"unknown generation backend {generation.backend!r}; known: {', '.join(BACKENDS)}")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from azr.config import ModelConfig
 from azr.models import CONVERSION_MARKER, EMBEDDED, MODELS, ModelLoadError, get_model, is_named_model
 
 # Written next to a saved LoRA adapter so that `load_policy` can find the base model again.
@@ -206,6 +207,31 @@ def load_policy(
         lora=lora,
         device=resolved_device,
     )
+
+
+def load_configured_policy(
+    model: ModelConfig, device: str = "auto", checkpoint_model: Path | None = None
+) -> Policy:
+    """The policy a run's `model` section describes (`device` as `TrainConfig.device`), or its weights as
+    saved in `checkpoint_model` by `save_policy_weights`."""
+    lora = None
+    if model.lora.enabled:
+        targets = {"target_modules": tuple(model.lora.target_modules)} if model.lora.target_modules else {}
+        lora = LoraSettings(r=model.lora.r, alpha=model.lora.alpha, dropout=model.lora.dropout, **targets)
+    return load_policy(
+        checkpoint_model if checkpoint_model is not None else model.path,
+        dtype=model.dtype,
+        lora=lora,
+        gradient_checkpointing=model.gradient_checkpointing,
+        device=None if device == "auto" else device,
+    )
+
+
+def load_frozen_reference(model: ModelConfig) -> torch.nn.Module:
+    """The initial policy, frozen, for the KL term."""
+    reference = load_policy(model.path, dtype=model.dtype).model
+    reference.requires_grad_(False)
+    return reference.eval()
 
 
 def _default_device() -> torch.device:

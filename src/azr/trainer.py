@@ -34,17 +34,19 @@ from transformers.utils import logging as transformers_logging
 
 from azr.buffer import open_buffers, task_key
 from azr.config import TrainConfig
+from azr.data_parallel import ShardedBackend, announce_start, announce_update, release_followers
+from azr.distributed import SINGLE_PROCESS, World
 from azr.executor import Executor, Verdict
 from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend
 from azr.metrics import MetricsWriter
-from azr.policy import LoraSettings, Policy, load_policy, save_policy_weights
+from azr.policy import load_configured_policy, load_frozen_reference, save_policy_weights
 from azr.prompts import get_format
 from azr.rollouts import Rollout, assign_rewards, mean_rewards, sample_row
 from azr.run_dir import RunDir, attach_file_log
 from azr.safety import FLAGS_FILENAME, SafetyMonitor, SafetyStop
 from azr.seeding import GenerationRequest, grow_seed_tasks, validate_seed_tasks
 from azr.tasks import ProposerPrompt, Task, TaskType, get_task_type, load_seed_tasks, shipped_seed_path
-from azr.update import TrainingSequence, policy_update
+from azr.update import TrainingSequence, make_optimizer, policy_update
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,11 @@ class PhaseClock:
 
 
 class Trainer:
-    """Owns the policy, rollout backend, executor, buffers and optimizer of one run."""
+    """Owns the policy, rollout backend, executor, buffers and optimizer of one run.
+
+    In a data-parallel job this is rank 0 (`world`); the other ranks run `azr.data_parallel.follow` and
+    take part in every generation call and every update (see `azr.data_parallel`).
+    """
 
     def __init__(
         self,
@@ -84,6 +90,7 @@ class Trainer:
         *,
         resume: bool = False,
         backend: GenerationBackend | None = None,
+        world: World = SINGLE_PROCESS,
     ):
         self.config = config
         self.run = run
@@ -95,17 +102,17 @@ class Trainer:
             name: get_task_type(name, config.selfplay) for name in config.selfplay.task_types
         }
         checkpoint = run.latest_checkpoint() if resume else None
-        self.policy = self._load_policy(checkpoint[1] / "model" if checkpoint else None)
-        self.backend = backend or make_backend(
-            config.generation.backend, self.policy, max_batch_size=config.generation.max_batch_size
+        self.world = world
+        if world.size > 1:
+            announce_start(world, config, checkpoint[1] if checkpoint else None)
+        self.policy = load_configured_policy(
+            config.model, config.device, checkpoint[1] / "model" if checkpoint else None
         )
-        self.optimizer = torch.optim.AdamW(
-            self.policy.trainable_parameters(),
-            lr=config.optim.lr,
-            betas=config.optim.betas,
-            weight_decay=config.optim.weight_decay,
-        )
-        self.reference_model = self._frozen_reference() if config.optim.kl_coef > 0 else None
+        self.backend = backend or make_backend(config.generation, self.policy, seed=config.seed)
+        if world.size > 1:
+            self.backend = ShardedBackend(self.backend, world)
+        self.optimizer = make_optimizer(self.policy, config.optim)
+        self.reference_model = load_frozen_reference(config.model) if config.optim.kl_coef > 0 else None
         self.executor = Executor(config.executor)
         self.buffers = open_buffers(run.buffer_path, self.task_types, cap=config.selfplay.buffer_cap)
         self.safety = SafetyMonitor(config.safety, run.root / FLAGS_FILENAME)
@@ -228,8 +235,15 @@ class Trainer:
             )
             for r in trained
         ]
+        if self.world.size > 1:
+            announce_update(self.world, sequences)
         result = policy_update(
-            self.policy, self.optimizer, sequences, self.config.optim, reference_model=self.reference_model
+            self.policy,
+            self.optimizer,
+            sequences,
+            self.config.optim,
+            reference_model=self.reference_model,
+            world=self.world,
         )
         for rollout, advantage in zip(trained, result.advantages, strict=True):
             rollout.advantage = advantage
@@ -376,31 +390,6 @@ class Trainer:
 
     # setup
 
-    def _load_policy(self, checkpoint_model: Path | None) -> Policy:
-        model_cfg = self.config.model
-        lora = None
-        if model_cfg.lora.enabled:
-            targets = (
-                {"target_modules": tuple(model_cfg.lora.target_modules)}
-                if model_cfg.lora.target_modules
-                else {}
-            )
-            lora = LoraSettings(
-                r=model_cfg.lora.r, alpha=model_cfg.lora.alpha, dropout=model_cfg.lora.dropout, **targets
-            )
-        return load_policy(
-            checkpoint_model if checkpoint_model is not None else model_cfg.path,
-            dtype=model_cfg.dtype,
-            lora=lora,
-            gradient_checkpointing=model_cfg.gradient_checkpointing,
-            device=None if self.config.device == "auto" else self.config.device,
-        )
-
-    def _frozen_reference(self) -> torch.nn.Module:
-        reference = load_policy(self.config.model.path, dtype=self.config.model.dtype).model
-        reference.requires_grad_(False)
-        return reference.eval()
-
     def _fill_initial_buffers(self) -> None:
         """Identity seed task per type, then (optionally) a seed file, re-validated in our sandbox."""
         seed_file = self.config.selfplay.seed_file
@@ -538,15 +527,18 @@ def summary_table(
     return table
 
 
-def run_training(config: TrainConfig, run: RunDir, *, resume: bool, console=None) -> list[dict[str, Any]]:
-    """Train until `config.steps`, checkpointing as configured; returns the metrics of every step."""
+def run_training(
+    config: TrainConfig, run: RunDir, *, resume: bool, console=None, world: World = SINGLE_PROCESS
+) -> list[dict[str, Any]]:
+    """Train until `config.steps`, checkpointing as configured; returns the metrics of every step.
+    In a data-parallel job, rank 0 runs this and the other ranks `azr.data_parallel.follow`."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     console = console or Console(stderr=True)
     transformers_logging.disable_progress_bar()
     log_handler = attach_file_log(run)
-    trainer = Trainer(config, run, resume=resume)
+    trainer = Trainer(config, run, resume=resume, world=world)
     try:
         if trainer.step >= config.steps:
             console.print(f"run already at step {trainer.step} of {config.steps}: nothing to do")
@@ -585,6 +577,9 @@ def run_training(config: TrainConfig, run: RunDir, *, resume: bool, console=None
                 progress.update(bar, completed=trainer.step, description="")
                 if trainer.safety_stop is not None:
                     raise trainer.safety_stop
+        # Only on success: after a failure the other ranks may be inside another collective, and
+        # rank 0's non-zero exit makes the launcher stop them.
+        release_followers(world)
     finally:
         trainer.close()
         logging.getLogger("azr").removeHandler(log_handler)

@@ -1,11 +1,14 @@
 """The policy update of one self-play step: sequences → TRR++ advantages → PPO-clip loss → one optimizer step.
 
-This is the one place that touches gradients, so it is the one place distributed training wraps: the
-advantage statistics and the token count that weights each micro-batch are computed here over the whole
-step's sequences.
+This is the one place that touches gradients. The loss is one token mean over every response token of
+the step, whatever the micro-batching: each micro-batch's token-mean loss is weighted by its share of the
+step's response tokens before `backward`.
 
-The loss is one token mean over every response token of the step, whatever the micro-batching: each
-micro-batch's token-mean loss is weighted by its share of the step's response tokens before `backward`.
+Data-parallel (`world.size > 1`): every rank is given the whole step's sequences, so the TRR++ advantages
+and the step's token count are computed from all of them, identically everywhere; each rank then runs
+forward/backward on its share only, and the gradients are summed over ranks before clipping. Since every
+share's loss is already weighted by its tokens over the *global* count, that sum is exactly the
+single-process gradient, and the identical optimizer step on every rank keeps the replicas equal.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from azr.advantages import PolicyLoss, policy_loss, token_advantages, trr_advantages
 from azr.config import OptimConfig
+from azr.distributed import SINGLE_PROCESS, World
 from azr.policy import Policy, pack_sequences, pad_token_id, sequence_logprobs
 
 LOGGED_PARTS = ("loss", "policy", "entropy", "kl", "clip_fraction", "ratio")
@@ -31,7 +35,7 @@ class TrainingSequence:
     group: str  # "<task type>/<role>", one baseline each
     prompt_ids: Sequence[int]
     response_ids: Sequence[int]
-    logprobs: Sequence[float]  # at sampling time, temperature 1 (see azr.generation)
+    logprobs: Sequence[float]  # at sampling time, temperature 1 (see azr.generation); unused when recomputed
     reward: float
 
 
@@ -41,6 +45,13 @@ class UpdateResult:
     metrics: dict[str, float]
 
 
+def make_optimizer(policy: Policy, optim: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over the policy's trainable parameters (all of them, or the LoRA adapter)."""
+    return torch.optim.AdamW(
+        policy.trainable_parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+    )
+
+
 def policy_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -48,8 +59,13 @@ def policy_update(
     optim: OptimConfig,
     *,
     reference_model: torch.nn.Module | None = None,
+    world: World = SINGLE_PROCESS,
 ) -> UpdateResult:
-    """One PPO-clip step on all sequences of a step, with advantages normalised per (type, role) group."""
+    """One PPO-clip step on all sequences of a step, with advantages normalised per (type, role) group.
+
+    With `world.size > 1`, call it on every rank with the same `sequences`: each rank trains on its share
+    (see the module docstring) and all return the same advantages and metrics.
+    """
     if not sequences:
         raise ValueError("a policy update needs at least one sequence")
     rewards = torch.tensor([s.reward for s in sequences], dtype=torch.float32)
@@ -60,29 +76,37 @@ def policy_update(
     order = sorted(
         range(len(sequences)), key=lambda i: len(sequences[i].prompt_ids) + len(sequences[i].response_ids)
     )
+    # Dealing the length-sorted list out round-robin gives every rank about the same number of tokens.
+    local = world.share(order)
     policy.model.train()
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
-    for start in range(0, len(order), optim.micro_batch_size):
-        indices = order[start : start + optim.micro_batch_size]
+    for start in range(0, len(local), optim.micro_batch_size):
+        indices = local[start : start + optim.micro_batch_size]
         batch = [sequences[i] for i in indices]
         result, tokens = _micro_batch_loss(policy, batch, advantages[indices], optim, pad_id, reference_model)
         share = tokens / total_tokens
         (result.loss * share).backward()
         for part in LOGGED_PARTS:
             totals[part] += float(getattr(result, part).detach()) * share
+    world.sum_gradients(policy.trainable_parameters())
     grad_norm = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), optim.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
-    metrics = {f"update/{part}": value for part, value in totals.items()}
+    metrics = {
+        f"update/{part}": value
+        for part, value in world.sum_floats({p: totals[p] for p in LOGGED_PARTS}, policy.device).items()
+    }
     metrics["update/grad_norm"] = float(grad_norm)
     metrics["update/tokens"] = total_tokens
     metrics["tokens_per_s/update"] = sum(len(s.prompt_ids) + len(s.response_ids) for s in sequences) / max(
         seconds, 1e-9
     )
     metrics.update(advantage_magnitudes(sequences, advantages.tolist()))
+    if world.size > 1:
+        metrics["dp/replica_divergence"] = world.replica_divergence(policy.trainable_parameters())
     return UpdateResult(advantages.tolist(), metrics)
 
 
@@ -99,10 +123,20 @@ def _micro_batch_loss(
     packed = pack_sequences([s.prompt_ids for s in batch], [s.response_ids for s in batch], pad_id)
     input_ids, attention_mask = packed.input_ids.to(device), packed.attention_mask.to(device)
     mask = packed.response_mask.to(device)
-    old_logprobs = torch.zeros(mask.shape, dtype=torch.float32)
-    for row, sequence in enumerate(batch):
-        old_logprobs[row, : len(sequence.logprobs)] = torch.tensor(sequence.logprobs, dtype=torch.float32)
     with policy.autocast():
+        if optim.recompute_logprobs:
+            # The parameters do not move before the one optimizer step at the end, so scoring each
+            # micro-batch just before its backward gives the behaviour log-probs of the whole step.
+            with torch.no_grad():
+                old_logprobs, _ = sequence_logprobs(
+                    policy.model, input_ids, attention_mask, mask, chunk_size=optim.logprob_chunk_size
+                )
+        else:
+            old_logprobs = torch.zeros(mask.shape, dtype=torch.float32)
+            for row, sequence in enumerate(batch):
+                old_logprobs[row, : len(sequence.logprobs)] = torch.tensor(
+                    sequence.logprobs, dtype=torch.float32
+                )
         logprobs, entropy = sequence_logprobs(
             policy.model, input_ids, attention_mask, mask, chunk_size=optim.logprob_chunk_size
         )

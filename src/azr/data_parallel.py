@@ -1,0 +1,158 @@
+"""Data-parallel self-play: rank 0 leads, the other ranks follow it in lockstep.
+
+Rank 0 runs the `Trainer` exactly as a single process does: it alone owns the RNG, the prompts, the
+sandbox, `buffers.sqlite`, the run directory, metrics and checkpoints, so every decision of a step is made
+once. The other ranks hold a replica of the policy, its optimizer and a rollout backend, and do what rank
+0 broadcasts:
+
+    rank 0 (Trainer, ShardedBackend)                 ranks 1..N-1 (`follow`)
+    Start(config, checkpoint)        ─broadcast─>    load the policy (and the checkpoint's optimizer)
+    Generate(prompts, params, seed)  ─broadcast─>    generate prompts[rank::N]
+      generate prompts[0::N]         <─gather───     their completions
+    Update(sequences)                ─broadcast─>    policy_update on sequences[rank::N]; gradients summed
+      policy_update on its share     <─all-reduce─>  over ranks, the same optimizer step everywhere
+    Stop                             ─broadcast─>    return
+
+Generation calls come from every phase that samples (proposals, solver batch, seeding, validation), so
+followers never need to know which phase a call belongs to. Dealing prompts round-robin gives each rank a
+share of every (task type, role) group. Judging stays on rank 0: its sandbox pool uses every core of its
+node while the followers wait, which on one node is all the CPU there is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from azr.config import TrainConfig
+from azr.distributed import World
+from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend
+from azr.policy import load_configured_policy, load_frozen_reference
+from azr.update import TrainingSequence, make_optimizer, policy_update
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Start:
+    config: TrainConfig
+    checkpoint: Path | None  # the complete checkpoint rank 0 resumes from, or None for the initial weights
+
+
+@dataclass(frozen=True)
+class Generate:
+    prompts: list[str]
+    params: list[SamplingParams]
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class Update:
+    sequences: list[TrainingSequence]
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+def announce_start(world: World, config: TrainConfig, checkpoint: Path | None) -> None:
+    world.broadcast(Start(config, checkpoint))
+
+
+def announce_update(world: World, sequences: Sequence[TrainingSequence]) -> None:
+    world.broadcast(Update(list(sequences)))
+
+
+def release_followers(world: World) -> None:
+    """Let the other ranks return (a no-op in a single process)."""
+    if world.size > 1:
+        world.broadcast(Stop())
+
+
+def _generate_share(
+    backend: GenerationBackend,
+    world: World,
+    prompts: Sequence[str],
+    params: Sequence[SamplingParams],
+    seed: int | None,
+) -> list[Completion]:
+    mine = world.share(range(len(prompts)))
+    if not mine:
+        return []
+    # Each rank draws from its own stream, so equal prompts on two ranks are not sampled alike.
+    return backend.generate(
+        [prompts[i] for i in mine],
+        [params[i] for i in mine],
+        seed=None if seed is None else seed + world.rank,
+    )
+
+
+class ShardedBackend(GenerationBackend):
+    """Rank 0's rollout backend in a data-parallel job: every rank generates its share of each call."""
+
+    def __init__(self, inner: GenerationBackend, world: World) -> None:
+        self.inner = inner
+        self.world = world
+        self.tokenizer = inner.tokenizer
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams | Sequence[SamplingParams],
+        *,
+        seed: int | None = None,
+    ) -> list[Completion]:
+        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(per_prompt) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(per_prompt)} sampling parameters")
+        self.world.broadcast(Generate(list(prompts), per_prompt, seed))
+        shares = self.world.gather(_generate_share(self.inner, self.world, prompts, per_prompt, seed))
+        completions: list[Completion] = [None] * len(prompts)  # type: ignore[list-item]
+        for rank, share in enumerate(shares):
+            completions[rank :: self.world.size] = share
+        return completions
+
+    def update_weights(self, model: torch.nn.Module) -> None:
+        self.inner.update_weights(model)
+
+
+def follow(world: World) -> None:
+    """What ranks other than 0 run for the whole job: take part in every call rank 0 announces."""
+    start = world.broadcast()
+    if not isinstance(start, Start):
+        return
+    config = start.config
+    # The same seed as rank 0 before building the model, so freshly initialised LoRA adapters match.
+    torch.manual_seed(config.seed)
+    policy = load_configured_policy(
+        config.model, config.device, start.checkpoint / "model" if start.checkpoint else None
+    )
+    optimizer = make_optimizer(policy, config.optim)
+    if start.checkpoint is not None:
+        optimizer.load_state_dict(torch.load(start.checkpoint / "optimizer.pt", weights_only=True))
+    reference_model = load_frozen_reference(config.model) if config.optim.kl_coef > 0 else None
+    backend = make_backend(config.generation, policy, seed=config.seed)
+    log.info("rank %d of %d following rank 0", world.rank, world.size)
+    while True:
+        command = world.broadcast()
+        if isinstance(command, Generate):
+            world.gather(_generate_share(backend, world, command.prompts, command.params, command.seed))
+        elif isinstance(command, Update):
+            policy_update(
+                policy,
+                optimizer,
+                command.sequences,
+                config.optim,
+                reference_model=reference_model,
+                world=world,
+            )
+            backend.update_weights(policy.model)
+        elif isinstance(command, Stop):
+            return
+        else:
+            raise RuntimeError(f"rank {world.rank}: unexpected command {command!r} from rank 0")
