@@ -128,12 +128,12 @@ def main() -> None:
     for column in (*columns, "sync s", "generate+sync speed-up"):
         table.add_column(column, justify="right")
     for name, prefill_s, total_s, sync_s, decode_tokens in rows:
-        peak = bf16_peak if "bf16" in name else fp32_peak
+        peak = bf16_peak if "bf16" in name else None if "int8" in name else fp32_peak
         prefill_rate = prompt_tokens / prefill_s
         table.add_row(
             name,
             f"{prefill_rate:.0f}",
-            f"{2 * matmul_params * prefill_rate / (peak * 1e9):.0%}",
+            f"{2 * matmul_params * prefill_rate / (peak * 1e9):.0%}" if peak else "(int8 kernels)",
             f"{decode_tokens / max(total_s - prefill_s, 1e-9):.1f}",
             f"{total_s:.1f}",
             f"{baseline_total / total_s:.2f}x",

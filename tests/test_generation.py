@@ -105,8 +105,9 @@ def test_logprobs_match_a_fresh_forward_pass_of_the_generating_weights(
     ]
     completions = any_backend.generate(PROMPTS, params, seed=3)
     recomputed = _recomputed_logprobs(any_backend.model, any_backend.tokenizer, completions)
-    # bf16 weights: the incremental (KV-cache) and full forward passes round differently.
-    atol = 5e-2 if getattr(any_backend, "weights", None) == "bfloat16" else 1e-4
+    # A bf16 or int8 copy: the incremental (KV-cache) and the full forward pass round differently (int8
+    # quantises each call's activations with that call's own scale).
+    atol = 5e-2 if isinstance(any_backend, SnapshotBackend) else 1e-4
     for row, completion in enumerate(completions):
         expected = torch.tensor(completion.logprobs)
         torch.testing.assert_close(recomputed[row, : len(expected)], expected, rtol=0, atol=atol)
@@ -175,7 +176,7 @@ def test_lora_policy_generates_with_consistent_logprobs(tiny_model_dir: Path) ->
     policy = load_policy(tiny_model_dir, lora=LoraSettings(r=4), device="cpu")
     backend = TransformersBackend.from_policy(policy)
     completions = backend.generate(PROMPTS[:2], SamplingParams(max_new_tokens=5), seed=0)
-    recomputed = _recomputed_logprobs(policy, completions)
+    recomputed = _recomputed_logprobs(policy.model, policy.tokenizer, completions)
     for row, completion in enumerate(completions):
         assert len(completion.response_ids) == 5
         torch.testing.assert_close(recomputed[row], torch.tensor(completion.logprobs), rtol=0, atol=1e-4)

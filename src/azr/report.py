@@ -14,7 +14,7 @@ import math
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -238,10 +238,21 @@ def _type_role_panels(data: RunData, prefix: str, ylabel: str) -> list[Panel]:
 
 
 def figure_sections(data: RunData, out: Path) -> list[Section]:
-    types = data.task_types()
+    """Every section of the report with its figure (None where there is nothing to plot)."""
 
     def figure(name: str, panels: list[Panel]) -> str | None:
         return name if _plot(out / name, panels) else None
+
+    return [
+        *_learning_sections(data, figure),
+        *_program_sections(data, figure),
+        _safety_section(data, figure),
+    ]
+
+
+def _learning_sections(data: RunData, figure: Callable[[str, list[Panel]], str | None]) -> list[Section]:
+    """Rewards, advantages, rates, learnability and buffer sizes per task type."""
+    types = data.task_types()
 
     proposals = [s for step in sorted(data.samples) for s in data.samples[step] if s.get("role") == "propose"]
     solve_rates = {
@@ -252,13 +263,9 @@ def figure_sections(data: RunData, out: Path) -> list[Section]:
         ]
         for t in types
     }
-    complexity_panels, diversity_panels = program_panels(data)
 
     def per_type(key: str, title: str, ylabel: str) -> Panel:
         return Panel(title, ylabel, {t: data.series(key.format(t)) for t in types})
-
-    def every(prefix: str, title: str, ylabel: str) -> Panel:
-        return Panel(title, ylabel, {k.removeprefix(prefix): data.series(k) for k in data.keys(prefix)})
 
     return [
         Section(
@@ -302,6 +309,17 @@ def figure_sections(data: RunData, out: Path) -> list[Section]:
             "Tasks in each buffer after each step.",
             figure("buffers.png", [per_type("buffer/{}", "buffer/<type>", "tasks")]),
         ),
+    ]
+
+
+def _program_sections(data: RunData, figure: Callable[[str, list[Panel]], str | None]) -> list[Section]:
+    """Program complexity and diversity, validation scores and time per phase."""
+    complexity_panels, diversity_panels = program_panels(data)
+
+    def every(prefix: str, title: str, ylabel: str) -> Panel:
+        return Panel(title, ylabel, {k.removeprefix(prefix): data.series(k) for k in data.keys(prefix)})
+
+    return [
         Section(
             "Program complexity",
             "Programs added to each buffer at each step (step 0: the seed tasks): AST node count and "
@@ -328,40 +346,42 @@ def figure_sections(data: RunData, out: Path) -> list[Section]:
             "Seconds spent in each phase of a step (time/<phase>).",
             figure("time.png", [every("time/", "time/<phase>", "seconds")]),
         ),
-        Section(
-            "Safety monitor",
-            "Responses and programs flagged by the safety monitor (safety/<category>), see flags.jsonl.",
-            figure(
-                "safety.png",
-                [
-                    Panel(
-                        "safety/<category> and safety/flags",
-                        "flags",
-                        {
-                            k.removeprefix("safety/"): data.series(k)
-                            for k in data.keys("safety/")
-                            if k != "safety/flag_rate"
-                        },
-                    ),
-                    Panel(
-                        "safety/flag_rate", "flagged share", {"flag rate": data.series("safety/flag_rate")}
-                    ),
-                ],
-            ),
-            table=[
-                (
-                    str(flag.get("step")),
-                    str(flag.get("task_type")),
-                    str(flag.get("role")),
-                    str(flag.get("category")),
-                    str(flag.get("match")),
-                    str(flag.get("excerpt")),
-                )
-                for flag in data.flags[-50:]
-            ]
-            or None,
-        ),
     ]
+
+
+def _safety_section(data: RunData, figure: Callable[[str, list[Panel]], str | None]) -> Section:
+    """Flags per category and step, and the last 50 flags."""
+    return Section(
+        "Safety monitor",
+        "Responses and programs flagged by the safety monitor (safety/<category>), see flags.jsonl.",
+        figure(
+            "safety.png",
+            [
+                Panel(
+                    "safety/<category> and safety/flags",
+                    "flags",
+                    {
+                        k.removeprefix("safety/"): data.series(k)
+                        for k in data.keys("safety/")
+                        if k != "safety/flag_rate"
+                    },
+                ),
+                Panel("safety/flag_rate", "flagged share", {"flag rate": data.series("safety/flag_rate")}),
+            ],
+        ),
+        table=[
+            (
+                str(flag.get("step")),
+                str(flag.get("task_type")),
+                str(flag.get("role")),
+                str(flag.get("category")),
+                str(flag.get("match")),
+                str(flag.get("excerpt")),
+            )
+            for flag in data.flags[-50:]
+        ]
+        or None,
+    )
 
 
 def _clip(value: Any) -> str:

@@ -63,6 +63,16 @@ def step_seed(base_seed: int, step: int, call: int) -> int:
     return (base_seed * 1_000_003 + step * 101 + call) % (2**62)
 
 
+def training_sequences(rollouts: Sequence[Rollout]) -> list[TrainingSequence]:
+    """What the update needs of each trained rollout: group, tokens, behaviour log-probs, reward."""
+    return [
+        TrainingSequence(
+            r.group, r.completion.prompt_ids, r.completion.response_ids, r.completion.logprobs, r.reward
+        )
+        for r in rollouts
+    ]
+
+
 class PhaseClock:
     """Seconds per phase of a step, as `time/<phase>` metrics."""
 
@@ -229,12 +239,7 @@ class Trainer:
 
     def update(self, trained: Sequence[Rollout]) -> dict[str, float]:
         """One policy update on every trained rollout; then the rollout backend gets the new weights."""
-        sequences = [
-            TrainingSequence(
-                r.group, r.completion.prompt_ids, r.completion.response_ids, r.completion.logprobs, r.reward
-            )
-            for r in trained
-        ]
+        sequences = training_sequences(trained)
         if self.world.size > 1:
             announce_update(self.world, sequences)
         result = policy_update(

@@ -233,10 +233,7 @@ def evaluate(
         "benchmarks": list(benchmarks),
         "limit": limit,
         **settings,
-        "max_new_tokens_used": {
-            name: max_new_tokens or DEFAULT_MAX_NEW_TOKENS[problems[0].kind][style] if problems else None
-            for name, problems in problem_sets.items()
-        },
+        "max_new_tokens_used": _max_new_tokens_used(problem_sets, max_new_tokens, style),
         "prompt_style": style,
         "seed": seed,
         "pass_k": pass_k,
@@ -247,6 +244,16 @@ def evaluate(
     return EvalReport(
         scores=graded.scores, records=graded.records, config=config, timing=timing, pass_at=graded.pass_at
     )
+
+
+def _max_new_tokens_used(
+    problem_sets: dict[str, list[Problem]], max_new_tokens: int | None, style: str
+) -> dict[str, int | None]:
+    """The token budget each benchmark ran with: the one asked for, else its kind's default."""
+    return {
+        name: max_new_tokens or DEFAULT_MAX_NEW_TOKENS[problems[0].kind][style] if problems else None
+        for name, problems in problem_sets.items()
+    }
 
 
 def _checked_pass_k(samples: int, temperature: float, pass_k: int | None, max_new_tokens: int | None) -> int:
