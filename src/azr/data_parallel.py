@@ -30,7 +30,7 @@ import torch
 
 from azr.config import TrainConfig
 from azr.distributed import World
-from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend
+from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend, per_prompt_params
 from azr.policy import load_configured_policy, load_frozen_reference
 from azr.update import TrainingSequence, make_optimizer, policy_update
 
@@ -107,9 +107,7 @@ class ShardedBackend(GenerationBackend):
         *,
         seed: int | None = None,
     ) -> list[Completion]:
-        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-        if len(per_prompt) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(per_prompt)} sampling parameters")
+        per_prompt = per_prompt_params(prompts, params)
         self.world.broadcast(Generate(list(prompts), per_prompt, seed))
         shares = self.world.gather(_generate_share(self.inner, self.world, prompts, per_prompt, seed))
         completions: list[Completion] = [None] * len(prompts)  # type: ignore[list-item]

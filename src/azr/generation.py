@@ -18,6 +18,7 @@ Conventions every backend follows:
 from __future__ import annotations
 
 import copy
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,16 @@ class GenerationBackend(ABC):
     @abstractmethod
     def update_weights(self, model: torch.nn.Module) -> None:
         """Make later generations use `model`'s current weights."""
+
+
+def per_prompt_params(
+    prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
+) -> list[SamplingParams]:
+    """One `SamplingParams` per prompt: the shared one repeated, or the given list checked for length."""
+    per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+    if len(per_prompt) != len(prompts):
+        raise ValueError(f"got {len(prompts)} prompts but {len(per_prompt)} sampling parameters")
+    return per_prompt
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, user_message: str, *, system: str | None = None) -> str:
@@ -157,9 +168,7 @@ class TransformersBackend(GenerationBackend):
         *,
         seed: int | None = None,
     ) -> list[Completion]:
-        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-        if len(per_prompt) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(per_prompt)} sampling parameters")
+        per_prompt = per_prompt_params(prompts, params)
         rows = [
             _Row(index=i, prompt_ids=self._encode(prompt, p), params=p, response_ids=[], logprobs=[])
             for i, (prompt, p) in enumerate(zip(prompts, per_prompt, strict=True))
@@ -338,9 +347,13 @@ class SnapshotBackend(TransformersBackend):
         plain = _plain_copy(model)
         if self.weights == "bfloat16":
             return plain.to(torch.bfloat16).eval()
-        return torch.ao.quantization.quantize_dynamic(
-            plain.float().eval(), {torch.nn.Linear}, dtype=torch.qint8
-        )
+        with warnings.catch_warnings():
+            # torch.ao's dynamic quantisation is deprecated in favour of torchao; it works in the pinned torch
+            # (README, "Dependencies") and would otherwise warn at every weight sync.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.ao.quantization.quantize_dynamic(
+                plain.float().eval(), {torch.nn.Linear}, dtype=torch.qint8
+            )
 
 
 def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from azr.generation import Completion, GenerationBackend, SamplingParams
+from azr.generation import Completion, GenerationBackend, SamplingParams, per_prompt_params
 from azr.policy import Policy
 
 VLLM_PIN = "vllm==0.33.0"
@@ -139,9 +139,7 @@ class VllmBackend(GenerationBackend):
         *,
         seed: int | None = None,
     ) -> list[Completion]:
-        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-        if len(per_prompt) != len(prompts):
-            raise ValueError(f"got {len(prompts)} prompts but {len(per_prompt)} sampling parameters")
+        per_prompt = per_prompt_params(prompts, params)
         if not prompts:
             return []
         prompt_ids = [self.tokenizer(prompt).input_ids for prompt in prompts]
