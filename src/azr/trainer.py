@@ -9,7 +9,7 @@
     judge     every answer is checked in the sandbox; solve rates give learnability
     reward    solver and proposer rewards (table in azr.rewards)
     update    TRR++ advantages and one PPO-clip step (azr.update); the rollout backend gets the new weights
-    record    buffers sizes, metrics and samples (the caller checkpoints)
+    record    safety screening of every response, metrics and samples (the caller checkpoints)
 
 The solver's answer on one of this step's tasks is the first of that task's n learnability samples, not a
 second sample: both are drawn from the same policy, the same prompt and the same temperature before the
