@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STEPS ?= 3
-# A named model (embedded, qwen2.5-coder-0.5b), a model directory or a .gguf file: `make train MODEL=...`.
-MODEL ?= embedded
+# A preset or YAML config, and optionally a model to override its own: `make train CONFIG=cpu-coder`,
+# `make train MODEL=qwen2.5-coder-0.5b` (a named model, a model directory or a .gguf file).
+CONFIG ?= tiny-cpu
+MODEL ?=
 
 .PHONY: setup setup-core sandbox browser model test lint train bench clean
 
@@ -49,9 +51,9 @@ lint: setup-core
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-# The 0.5B model is installed only when it is the one asked for.
-train: setup-core $(if $(filter qwen2.5-coder-0.5b,$(MODEL)),model)
-	$(BIN)/azr train --config tiny-cpu --model $(MODEL) --steps $(STEPS)
+# The 0.5B model is installed only when it is the one asked for (by name, or by the cpu-coder preset).
+train: setup-core $(if $(filter qwen2.5-coder-0.5b,$(MODEL))$(filter cpu-coder,$(CONFIG)),model)
+	$(BIN)/azr train --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) --steps $(STEPS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
