@@ -1,12 +1,16 @@
-"""Crash-safe file writes: a process killed at any instant leaves either the old or the new file.
+"""Crash-safe files: writes that a process killed at any instant leaves either old or new, and reading the
+JSON-lines files a kill may have left with a torn last line.
 
-Shared by the run directory (config, samples, checkpoints) and the safety monitor's flags.
+Shared by the run directory (config, metrics, samples, checkpoints), the safety monitor's flags and the
+report.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def fsync_dir(path: Path) -> None:
@@ -36,3 +40,21 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in order; [] when it does not exist. A line that does not
+    decode to an object (a torn last line from a kill while appending) is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

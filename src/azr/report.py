@@ -24,6 +24,7 @@ from typing import Any
 import typer
 import yaml
 
+from azr.durable import read_jsonl
 from azr.program_metrics import answer_spread, complexity, mean_distance_to_references
 from azr.run_dir import RunDir
 from azr.safety import FLAGS_FILENAME, read_flags
@@ -99,19 +100,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
+    """A samples file of a run that may still be writing; unreadable counts as empty."""
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return read_jsonl(path)
     except OSError:
         return []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 # figures

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.config import TrainConfig, dump_config, load_config
-from azr.durable import atomic_write_text, fsync_dir, fsync_tree
+from azr.durable import atomic_write_text, fsync_dir, fsync_tree, read_jsonl
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d{6,})$")
 COMPLETE_MARKER = "COMPLETE"
@@ -123,16 +123,8 @@ class RunDir:
             os.fsync(handle.fileno())
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                # A kill while appending can leave one torn last line; it belongs to an unfinished step.
-                continue
-        return records
+        # A kill while appending can leave one torn last line; it belongs to an unfinished step.
+        return read_jsonl(self.metrics_path)
 
     def trim_metrics(self, last_step: int) -> None:
         """Keep the metrics of steps up to the checkpoint being resumed; later ones will be redone."""

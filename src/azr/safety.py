@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from azr.durable import atomic_write_text
+from azr.durable import atomic_write_text, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -328,15 +328,4 @@ class SafetyMonitor:
 
 def read_flags(path: Path | str) -> list[dict[str, Any]]:
     """The flags in a `flags.jsonl`, skipping a torn last line; [] when there is none."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    flags = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            flags.append(record)
-    return flags
+    return read_jsonl(Path(path))
