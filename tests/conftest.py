@@ -7,6 +7,10 @@ first test session on a machine pays the one-off ~20 s conversion, every later o
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,3 +70,22 @@ def tiny_backend(tiny_policy: Policy) -> TransformersBackend:
     from azr.generation import TransformersBackend
 
     return TransformersBackend.from_policy(tiny_policy, max_batch_size=4)
+
+
+@pytest.fixture
+def kill_after_first_checkpoint() -> Callable[[subprocess.Popen, Path, float], None]:
+    """SIGKILL a training job's whole process group `settle_s` seconds after its step-1 checkpoint is
+    complete, so that the kill lands inside a later step. The job must run in its own session."""
+
+    def kill(proc: subprocess.Popen, run_dir: Path, settle_s: float) -> None:
+        first = run_dir / "checkpoints" / "step_000001" / "COMPLETE"
+        deadline = time.monotonic() + 300
+        while not first.exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.05)
+        time.sleep(settle_s)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    return kill

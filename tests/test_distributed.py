@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -141,20 +139,14 @@ def test_torchrun_two_ranks_trains_and_keeps_replicas_equal(tiny_model_dir: Path
     assert (run_dir / "samples" / "step_000002.jsonl").is_file()
 
 
-def test_torchrun_sigkill_mid_step_then_resume(tiny_model_dir: Path, tmp_path: Path):
+def test_torchrun_sigkill_mid_step_then_resume(
+    tiny_model_dir: Path, tmp_path: Path, kill_after_first_checkpoint
+):
     run_dir = tmp_path / "run"
     proc = torchrun_train(
         "--model", str(tiny_model_dir), "--steps", "5", "--run-dir", str(run_dir), start_new_session=True
     )
-    first = run_dir / "checkpoints" / "step_000001" / "COMPLETE"
-    deadline = time.monotonic() + 300
-    while not first.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    time.sleep(1.0)  # somewhere inside step 2 (generation, sandbox or update)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(proc, run_dir, 1.0)  # somewhere inside step 2 (generation, sandbox or update)
     killed_at, _ = RunDir(run_dir).latest_checkpoint()
     assert killed_at < 5
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -94,20 +91,15 @@ def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path
     assert any((run_dir / "tensorboard").iterdir())
 
 
-def test_sigkill_mid_training_then_resume_loses_nothing(tiny_model_dir: Path, tmp_path: Path):
+def test_sigkill_mid_training_then_resume_loses_nothing(
+    tiny_model_dir: Path, tmp_path: Path, kill_after_first_checkpoint
+):
     run_dir = tmp_path / "run"
     proc = azr(
         "--model", str(tiny_model_dir), "--steps", "6", "--run-dir", str(run_dir), start_new_session=True
     )
-    first = run_dir / "checkpoints" / "step_000001" / "COMPLETE"
-    deadline = time.monotonic() + 300
-    while not first.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
-    time.sleep(1.5)  # now somewhere inside a later step (generation, sandbox, update or checkpoint)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # 1.5 s after checkpoint 1: somewhere inside a later step (generation, sandbox, update or checkpoint).
+    kill_after_first_checkpoint(proc, run_dir, 1.5)
 
     survivor = RunDir(run_dir)
     killed_at, folder = survivor.latest_checkpoint()
