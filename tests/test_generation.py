@@ -216,3 +216,13 @@ def test_snapshot_backend_merges_lora_adapters(tiny_model_dir: Path) -> None:
         assert torch.equal(engine[name], weight.to(torch.bfloat16)), name
     adapted = [name for name in merged if not torch.equal(merged[name], base[name])]
     assert adapted and all("proj" in name for name in adapted)
+    # After a training step, the sync merges the changed adapter the same way.
+    with torch.no_grad():
+        for name, parameter in policy.model.named_parameters():
+            if "lora_A" in name:
+                parameter.mul_(-1.0)
+    backend.update_weights(policy.model)
+    merged = copy.deepcopy(policy.model).merge_and_unload().state_dict()
+    synced = backend.model.state_dict()
+    for name, weight in merged.items():
+        torch.testing.assert_close(synced[name], weight.to(torch.bfloat16), rtol=0, atol=0, msg=name)

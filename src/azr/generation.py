@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -340,7 +340,7 @@ class SnapshotBackend(TransformersBackend):
     def update_weights(self, model: torch.nn.Module) -> None:
         """Replace the copy with the trainer's current weights."""
         if self.weights == "bfloat16":
-            self.model.load_state_dict(_plain_state_dict(model))  # copied and cast in place
+            self.model.load_state_dict(dict(merged_weights(model)))  # copied and cast in place
         else:
             self.model = self._snapshot(model)
 
@@ -366,9 +366,26 @@ def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copied
 
 
-def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights of `model` as the plain (adapter-free) architecture names them."""
-    return _plain_copy(model).state_dict() if hasattr(model, "merge_and_unload") else model.state_dict()
+def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's full weights under Hugging Face names, one tensor at a time. For a peft LoRA model
+    each adapted weight is computed out of place as base + delta: merging into the trainer's weights and
+    unmerging again would leave round-off in the frozen base weights at every step."""
+    if not hasattr(model, "get_base_model"):
+        yield from model.state_dict().items()
+        return
+    base = model.get_base_model()
+    adapted = {
+        f"{name}.base_layer.weight": module
+        for name, module in base.named_modules()
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")
+    }
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        module = adapted.get(name)
+        if module is not None:
+            tensor = tensor + sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
+        yield name.replace(".base_layer", ""), tensor
 
 
 BACKENDS = ("transformers", "transformers-bf16", "transformers-int8", "vllm")

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from azr.generation import Completion, GenerationBackend, SamplingParams, per_prompt_params
+from azr.generation import Completion, GenerationBackend, SamplingParams, merged_weights, per_prompt_params
 from azr.policy import Policy
 
 VLLM_PIN = "vllm==0.33.0"
@@ -44,28 +44,6 @@ def _engine_model_loader(weights: Iterator[tuple[str, torch.Tensor]]) -> Callabl
         model.load_weights(weights)
 
     return load
-
-
-def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """The model's full weights under Hugging Face names, one tensor at a time. For a peft LoRA model
-    each adapted weight is computed out of place as base + delta: merging into the trainer's weights and
-    unmerging again would leave round-off in the frozen base weights at every step."""
-    if not hasattr(model, "get_base_model"):
-        yield from model.state_dict().items()
-        return
-    base = model.get_base_model()
-    adapted = {
-        f"{name}.base_layer.weight": module
-        for name, module in base.named_modules()
-        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")
-    }
-    for name, tensor in base.state_dict().items():
-        if "lora_" in name:
-            continue
-        module = adapted.get(name)
-        if module is not None:
-            tensor = tensor + sum(module.get_delta_weight(adapter) for adapter in module.active_adapters)
-        yield name.replace(".base_layer", ""), tensor
 
 
 class VllmBackend(GenerationBackend):
