@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
+from azr.config import GenerationConfig
 from azr.executor import Executor, ExecutorConfig
-from azr.generation import SamplingParams, TransformersBackend
+from azr.generation import SamplingParams, make_backend
 from azr.models import MODELS
 from azr.parsing import BadFormat, normalize_arguments, one_line
 from azr.policy import load_policy
@@ -61,6 +62,22 @@ def comment(task: Task) -> str:
     return "# " + one_line_message(task.message)
 
 
+def test_function(task: Task, count: int) -> str:
+    """The message as the first line of a test function, then `count` asserts."""
+    lines = [comment(task), *asserts(task, count).split("\n")]
+    return "def test_f():\n" + "\n".join(f"    {line}" for line in lines)
+
+
+def test_function_after_known(task: Task, count: int) -> str:
+    """The first assert outside, then a test function with the message and the next `count` asserts."""
+    lines = [comment(task), *later_asserts(task, count).split("\n")]
+    return f"{asserts(task, 1)}\n\ndef test_f():\n" + "\n".join(f"    {line}" for line in lines)
+
+
+def known_assert(task: Task) -> str:
+    return f"assert f({one_line(task.input)}) == {one_line(task.output)}"
+
+
 @dataclass(frozen=True)
 class Layout:
     """A hand-written prompt layout: instruction line, how an example is shown, how the prompt ends."""
@@ -71,6 +88,9 @@ class Layout:
     ending: Callable[[Task], str]
     stop: tuple[str, ...] = BLANK_LINE_STOP
     shows_target_input: bool = False
+    message_stage: bool = False
+    """Two generation calls: the inputs first (stopped before any comment), then the message, asked for by
+    appending a forced `# ` line to the first answer."""
 
     def prompt(self, target: Task, examples: list[Task], n_inputs: int) -> str:
         shown = "\n\n".join(self.example(example, n_inputs) for example in examples)
@@ -126,6 +146,40 @@ LAYOUTS = [
         shows_target_input=True,
     ),
     Layout(
+        "test function: message comment first, then asserts",
+        "# Python functions, each followed by a test function: a comment that says what the function does, "
+        "then {n} asserts with different inputs.",
+        lambda t, n: f"{t.program}\n\n{test_function(t, n)}",
+        lambda t: f"{t.program}\n\ndef test_f():\n    # ",
+    ),
+    Layout(
+        "known assert, then test function: message first, then asserts",
+        "# Python functions, each followed by one assert, then a test function: a comment that says what the "
+        "function does, then {n} asserts with other inputs of the same types.",
+        lambda t, n: f"{t.program}\n{test_function_after_known(t, n)}",
+        lambda t: f"{t.program}\n{known_assert(t)}\n\ndef test_f():\n    # ",
+        shows_target_input=True,
+    ),
+    Layout(
+        "two stages: asserts, then forced `# ` message",
+        "# Python functions. After each function: {n} asserts that call it with different inputs, then a "
+        "comment that says what it does.",
+        lambda t, n: f"{t.program}\n{asserts(t, n)}\n{comment(t)}",
+        lambda t: f"{t.program}\nassert f(",
+        stop=(*BLANK_LINE_STOP, "\n#"),
+        message_stage=True,
+    ),
+    Layout(
+        "two stages: known assert, asserts, then forced `# ` message",
+        "# Python functions. After each function: one assert that calls it, then {n} more asserts with other "
+        "inputs of the same types, then a comment that says what it does.",
+        lambda t, n: f"{t.program}\n{asserts(t, n + 1)}\n{comment(t)}",
+        lambda t: f"{t.program}\n{known_assert(t)}\nassert f(",
+        stop=(*BLANK_LINE_STOP, "\n#"),
+        shows_target_input=True,
+        message_stage=True,
+    ),
+    Layout(
         "one print line of calls",
         "# Python functions. After each function: one line that prints {n} calls with different inputs, then "
         "a comment that says what the function does.",
@@ -149,13 +203,21 @@ def main() -> None:
         help=f"a named model ({', '.join(MODELS)}), a model directory or .gguf (default: embedded)",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--backend",
+        default="transformers",
+        choices=["transformers", "transformers-bf16", "transformers-int8"],
+        help="rollout backend (the trainer's; cpu-coder uses transformers-int8)",
+    )
+    parser.add_argument("--layouts", help="comma-separated words: only layouts whose name has one of them")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     fmt = get_format("completion")
     induction = Induction(n_inputs=args.inputs)
-    backend = TransformersBackend.from_policy(load_policy(args.model), max_batch_size=16)
+    policy = load_policy(args.model)
+    backend = make_backend(GenerationConfig(backend=args.backend, max_batch_size=16), policy)
     rows = []
     with Executor(ExecutorConfig(workers=0, timeout_s=5.0)) as executor:
         targets_pool = validate_seed_tasks(
@@ -170,36 +232,41 @@ def main() -> None:
         ]
         shipped_stop = tuple(induction.stop(fmt, "propose"))
         shipped_prefix = fmt.prefix(induction.template("propose"))
-        candidates: list[tuple[str, list[str], str, tuple[str, ...], bool]] = [
-            (
-                "shipped (asserts with outputs, message last)",
-                [induction.proposer_prompt(fmt, [t, *ex]).text for t, ex in draws],
-                shipped_prefix,
-                shipped_stop,
-                False,
-            )
+        shipped = Layout("shipped (asserts with outputs, message last)", "", asserts, str, shipped_stop)
+        candidates: list[tuple[Layout, list[str], str]] = [
+            (shipped, [induction.proposer_prompt(fmt, [t, *ex]).text for t, ex in draws], shipped_prefix)
         ]
         for layout in LAYOUTS:
             prompts = [layout.prompt(t, ex, args.inputs) for t, ex in draws]
             prefix = prompts[0][prompts[0].rindex("\n") + 1 :]
-            candidates.append((layout.name, prompts, prefix, layout.stop, layout.shows_target_input))
+            candidates.append((layout, prompts, prefix))
 
-        for name, prompts, prefix, stop, shows_target_input in candidates:
+        wanted = args.layouts.split(",") if args.layouts else None
+        for layout, prompts, prefix in candidates:
+            if wanted and not any(word in layout.name for word in wanted):
+                continue
             started = time.time()
             params = SamplingParams(
-                temperature=args.temperature, max_new_tokens=args.max_new_tokens, stop=stop
+                temperature=args.temperature, max_new_tokens=args.max_new_tokens, stop=layout.stop
             )
-            completions = backend.generate(prompts, params, seed=args.seed)
+            texts = [c.text for c in backend.generate(prompts, params, seed=args.seed)]
+            if layout.message_stage:
+                texts = [text.rstrip("\n") + "\n# " for text in texts]
+                message_params = SamplingParams(temperature=args.temperature, max_new_tokens=40, stop=("\n",))
+                messages = backend.generate(
+                    [p + t for p, t in zip(prompts, texts, strict=True)], message_params, seed=args.seed + 1
+                )
+                texts = [t + m.text for t, m in zip(texts, messages, strict=True)]
             failures: Counter[str] = Counter()
             parsed = valid = inputs_run = 0
-            for (target, _), completion in zip(draws, completions, strict=True):
-                read = inputs_and_message_of(prefix + completion.text)
+            for (target, _), text in zip(draws, texts, strict=True):
+                read = inputs_and_message_of(prefix + text)
                 if isinstance(read, BadFormat):
                     failures[read.reason] += 1
                     continue
                 parsed += 1
                 inputs, message = read
-                if shows_target_input:
+                if layout.shows_target_input:
                     # The shown call is not the proposer's own input.
                     known = normalize_arguments(one_line(target.input))
                     inputs = [i for i in inputs if normalize_arguments(i) != known]
@@ -217,7 +284,7 @@ def main() -> None:
                 else:
                     failures[f"fewer than {args.inputs} inputs run"] += 1
             top = ", ".join(f"{reason} ({count})" for reason, count in failures.most_common(2))
-            rows.append((name, parsed, valid, inputs_run, time.time() - started, top))
+            rows.append((layout.name, parsed, valid, inputs_run, time.time() - started, top))
             print(*rows[-1], sep=" | ", flush=True)
 
     print(

@@ -38,6 +38,8 @@ def test_every_template_renders_and_is_used(format_name: str) -> None:
     # Piece templates (examples, pairs, references) are all reached through the prompts above.
     pieces = {"io_reference", "pair", "induction_propose_example", "induction_solve_example"}
     pieces |= {f"{name}_example" for name in ("deduction", "abduction")}
+    if format_name == "completion":  # since v3 the induction proposer's pairs sit in a test function
+        pieces.add("induction_propose_pair")
     assert set(fmt.template_names()) == set(prompts) | pieces
     assert "'abab'" in prompts["deduction_propose"] and "Adds one to its input." in prompts["induction_solve"]
 
@@ -61,6 +63,27 @@ def test_completion_prompts_follow_the_cruxeval_pattern() -> None:
     assert "assert f(5)" not in prompts["induction_solve"].split("# Adds one")[-1]
     # A multi-line input is shown on one line, so the assert pattern holds.
     assert "assert f([1, 2]) == 3" in prompts["deduction_propose"]
+
+
+def test_completion_induction_proposal_is_a_test_function_that_starts_with_the_message() -> None:
+    """Completion v3: the proposer writes the message first (the prompt ends inside `def test_f():` on
+    `# `), then asserts; measured on Qwen2.5-Coder-0.5B to parse far more often than message-last layouts
+    (benchmarks/RESULTS.md)."""
+    fmt = get_format("completion", "v3")
+    induction = get_task_type("induction")
+    prompt = induction.proposer_prompt(fmt, [IO_TASK, INDUCTION_TASK])
+    assert prompt.text.endswith("def f(s, n):\n    return s * n\n\ndef test_f():\n    # ")
+    assert (
+        "def test_f():\n    # Adds one to its input.\n    assert f(0) == 1\n    assert f(1) == 2\n"
+        in prompt.text
+    )
+    response = "Repeats a string.\n    assert f('x', 3) == 'xxx'\n    assert f('', 2) == ''\n    f('ab', 0)"
+    proposal = induction.parse_proposal(fmt, prompt, response)
+    assert proposal.message == "Repeats a string."
+    assert proposal.inputs == ("'x', 3", "'', 2", "'ab', 0")
+    # The solver's pairs stay unindented asserts after the message.
+    assert get_format("completion", "v2").render("pair", input="1", output="2") == "assert f(1) == 2"
+    assert "\n    assert" not in induction.solver_prompt(fmt, INDUCTION_TASK)
 
 
 def test_r1_prompts_ask_for_think_and_answer() -> None:

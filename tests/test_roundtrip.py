@@ -51,9 +51,9 @@ def gold_proposal(format_name: str, name: str, task: Task) -> str:
             return r1(f"{inputs}```message\n{task.message}\n```")
         return r1(f"```python\n{task.program}\n```\n```input\n{task.input}\n```")
     if name == "induction":
-        lines = [f"assert f({inp}) == {out}" for inp, out in task.pairs]
-        # The prompt already opened the first `assert f(`; the message comment comes after the calls.
-        return "\n".join(lines).removeprefix("assert f(") + "\n# " + " ".join(task.message.split())
+        # The prompt already opened the test function's first line, `# `: the message, then the asserts.
+        lines = [f"    assert f({inp}) == {out}" for inp, out in task.pairs]
+        return " ".join(task.message.split()) + "\n" + "\n".join(lines)
     return task.program.removeprefix("def f(") + f"\nassert f({task.input}) == {task.output}\n"
 
 

@@ -94,11 +94,9 @@ def test_induction_seeding_writes_inputs_for_given_programs(executor: Executor) 
     induction = Induction(n_inputs=4)
     programs = TaskBuffer(":memory:", "deduction")
     programs.add([Task("def f(x):\n    return x * 3", "1", "3")])
-    # The prompt opens the first `assert f(`; the calls come first, the message comment last.
-    calls = (
-        "\n".join(f"assert f({k + j}) == 0" for j in range(4)).removeprefix("assert f(") for k in range(100)
-    )
-    lines = iter(f"{block}\n# Triples." for block in calls)
+    # The prompt opens the test function's `# ` line: the message first, then the asserts.
+    calls = ("\n".join(f"    assert f({k + j}) == 0" for j in range(4)) for k in range(100))
+    lines = iter(f"Triples.\n{block}" for block in calls)
     result = grow_seed_tasks(
         induction,
         COMPLETION,

@@ -42,7 +42,7 @@ def role_of(prompt: str) -> tuple[str, str]:
         return "deduction", "propose"
     if "abduction puzzle" in prompt:
         return "abduction", "propose"
-    if prompt.endswith("assert f("):
+    if prompt.endswith("def test_f():\n    # "):
         return "induction", "propose"
     if prompt.endswith("== f("):
         return "abduction", "solve"
@@ -92,8 +92,8 @@ def distinct_valid_proposals() -> Callable[[str, str, str], str]:
     def respond(task_type: str, role: str, prompt: str) -> str:
         k = next(counter)
         if role == "propose" and task_type == "induction":
-            calls = "\n".join(f"assert f({k * 10 + j}) == 0" for j in range(4)).removeprefix("assert f(")
-            return f"{calls}\n# Some numbers."
+            calls = "\n".join(f"    assert f({k * 10 + j}) == 0" for j in range(4))
+            return f"Some numbers.\n{calls}"
         if role == "propose":
             return f"x):\n    return x * {k}\nassert f(1) == 0"
         if task_type == "deduction":

@@ -104,9 +104,13 @@ def test_induction_keeps_proposals_with_enough_distinct_valid_inputs(executor: E
     induction = Induction(n_inputs=4)
     program = "def f(x):\n    return 10 // x"
     prompt = induction.proposer_prompt(COMPLETION, [Task(program, "1", "10"), *induction.seed_tasks()])
-    assert prompt.program == program and prompt.text.endswith("assert f(")
-    lines = [*(f"assert f({x}) == ?" for x in (1, 2, 2, 0, 5)), "print(f(10))", "# Integer division of ten."]
-    proposal = induction.parse_proposal(COMPLETION, prompt, "\n".join(lines).removeprefix("assert f("))
+    assert prompt.program == program and prompt.text.endswith("\ndef test_f():\n    # ")
+    lines = [
+        "Integer division of ten.",
+        *(f"    assert f({x}) == ?" for x in (1, 2, 2, 0, 5)),
+        "    print(f(10))",
+    ]
+    proposal = induction.parse_proposal(COMPLETION, prompt, "\n".join(lines))
     assert proposal == Proposal(
         program, inputs=("1", "2", "0", "5", "10"), message="Integer division of ten."
     )

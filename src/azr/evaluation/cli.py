@@ -126,18 +126,27 @@ def eval_command(
     workers: int = typer.Option(0, "--workers", min=0, help="Sandbox workers (0: one per CPU core)."),
     exec_timeout: float = typer.Option(10.0, "--exec-timeout", min=0.1, help="CPU seconds per sandbox job."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Generation micro-batch size."),
+    backend_name: str = typer.Option(
+        "transformers",
+        "--backend",
+        help="Generation backend: transformers (the model as loaded, fp32 on CPU), transformers-bf16 or "
+        "transformers-int8 (a faster copy of the weights; scores can differ slightly from fp32), vllm (GPU).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Sampling seed."),
     device: str | None = typer.Option(None, "--device", help="torch device (default: cuda if available)."),
 ) -> None:
     """Evaluate a model on offline benchmarks (greedy pass@1 by default); code is only run in the sandbox."""
+    from azr.config import GenerationConfig
     from azr.evaluation.benchmarks import BenchmarkError, load_benchmark
     from azr.evaluation.runner import evaluate
     from azr.executor import Executor, ExecutorConfig
-    from azr.generation import TransformersBackend
+    from azr.generation import BACKENDS, make_backend
     from azr.policy import ModelLoadError, load_policy
 
     if prompt_style not in PROMPT_STYLES:
         raise typer.BadParameter(f"use one of {', '.join(PROMPT_STYLES)}", param_hint="--prompt-style")
+    if backend_name not in BACKENDS:
+        raise typer.BadParameter(f"use one of {', '.join(BACKENDS)}", param_hint="--backend")
     names = [name.strip() for name in benchmarks.split(",") if name.strip()]
     if not names:
         raise typer.BadParameter("name at least one benchmark", param_hint="--benchmarks")
@@ -150,7 +159,9 @@ def eval_command(
     except (BenchmarkError, ValueError, ModelLoadError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    backend = TransformersBackend.from_policy(policy, max_batch_size=batch_size)
+    backend = make_backend(
+        GenerationConfig(backend=backend_name, max_batch_size=batch_size), policy, seed=seed
+    )
     with Executor(ExecutorConfig(workers=workers, timeout_s=exec_timeout)) as executor:
         try:
             report = evaluate(
@@ -173,6 +184,7 @@ def eval_command(
             raise typer.Exit(2) from None
     report.config["model"] = model
     report.config["model_path"] = policy.source
+    report.config["backend"] = backend_name
     _print_report(report)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

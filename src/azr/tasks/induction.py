@@ -97,8 +97,10 @@ class Induction(TaskType):
         half = len(pairs) // 2
         return pairs[:half], pairs[half:]
 
-    def _pairs(self, fmt: PromptFormat, pairs: Sequence[tuple[str, str]]) -> str:
-        return "\n".join(fmt.render("pair", input=one_line(inp), output=one_line(out)) for inp, out in pairs)
+    def _pairs(self, fmt: PromptFormat, pairs: Sequence[tuple[str, str]], template: str = "pair") -> str:
+        return "\n".join(
+            fmt.render(template, input=one_line(inp), output=one_line(out)) for inp, out in pairs
+        )
 
     def proposer_prompt(self, fmt: PromptFormat, references: Sequence[Task]) -> ProposerPrompt:
         """`references[0]` is the program to write inputs for (any buffer task); the rest are induction
@@ -106,12 +108,17 @@ class Induction(TaskType):
         if not references:
             raise ValueError("an induction proposer prompt needs a program: pass at least one reference")
         target, examples = references[0], references[1:]
+        # A format may lay the proposer's pairs out differently from the solver's (completion v3 indents
+        # them in a test function).
+        pair_template = (
+            "induction_propose_pair" if "induction_propose_pair" in fmt.template_names() else "pair"
+        )
         shown = "\n\n".join(
             fmt.render(
                 "induction_propose_example",
                 program=task.program,
                 message=one_line_message(task.message),
-                pairs=self._pairs(fmt, task.pairs[: self.n_inputs]),
+                pairs=self._pairs(fmt, task.pairs[: self.n_inputs], pair_template),
             )
             for task in examples
         )
