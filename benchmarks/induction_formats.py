@@ -4,8 +4,8 @@ Every layout gets the same targets (programs from the shipped deduction/abductio
 samples them) and the same worked examples (shipped induction seeds), is sampled once per prompt at
 `--temperature`, parsed with the completion parser and validated with the real executor: a proposal is
 valid when at least N distinct inputs run, exactly as in training. The `shipped` row is the product's own
-prompt (`Induction.proposer_prompt`); the others are the alternatives tried while looking for a layout the
-135M default can follow.
+prompt (`Induction.proposer_prompt`, newest completion version: since v3 a test function whose first line
+is the message); the others are the alternatives tried on the way, `v2` among them.
 
     .venv/bin/python benchmarks/induction_formats.py --samples 24 --inputs 3
 """
@@ -60,12 +60,6 @@ def later_calls(task: Task, count: int) -> str:
 
 def comment(task: Task) -> str:
     return "# " + one_line_message(task.message)
-
-
-def test_function(task: Task, count: int) -> str:
-    """The message as the first line of a test function, then `count` asserts."""
-    lines = [comment(task), *asserts(task, count).split("\n")]
-    return "def test_f():\n" + "\n".join(f"    {line}" for line in lines)
 
 
 def test_function_after_known(task: Task, count: int) -> str:
@@ -146,11 +140,11 @@ LAYOUTS = [
         shows_target_input=True,
     ),
     Layout(
-        "test function: message comment first, then asserts",
-        "# Python functions, each followed by a test function: a comment that says what the function does, "
-        "then {n} asserts with different inputs.",
-        lambda t, n: f"{t.program}\n\n{test_function(t, n)}",
-        lambda t: f"{t.program}\n\ndef test_f():\n    # ",
+        "v2: asserts with outputs, message last",
+        "# Python functions. After each function: {n} asserts that call it with different inputs, then a "
+        "comment that says what it does.",
+        lambda t, n: f"{t.program}\n{asserts(t, n)}\n{comment(t)}",
+        lambda t: f"{t.program}\nassert f(",
     ),
     Layout(
         "known assert, then test function: message first, then asserts",
@@ -232,7 +226,7 @@ def main() -> None:
         ]
         shipped_stop = tuple(induction.stop(fmt, "propose"))
         shipped_prefix = fmt.prefix(induction.template("propose"))
-        shipped = Layout("shipped (asserts with outputs, message last)", "", asserts, str, shipped_stop)
+        shipped = Layout(f"shipped (completion {fmt.version})", "", asserts, str, shipped_stop)
         candidates: list[tuple[Layout, list[str], str]] = [
             (shipped, [induction.proposer_prompt(fmt, [t, *ex]).text for t, ex in draws], shipped_prefix)
         ]

@@ -9,6 +9,7 @@ import typer
 
 from azr import __version__
 from azr.evaluation.cli import eval_command
+from azr.evaluation.compare import compare_command
 from azr.executor.cli import exec_app
 from azr.models import MODELS
 from azr.models.cli import models_app
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.add_typer(exec_app, name="exec")
 app.add_typer(models_app, name="models")
 app.command("eval")(eval_command)
+app.command("compare")(compare_command)
 app.command("report")(report_command)
 app.command("tasks")(tasks_command)
 
