@@ -113,5 +113,31 @@ def test_prompt_version_resolves_to_the_newest_and_is_recorded():
     from azr.prompts import latest_version
 
     config = load_config("tiny-cpu")
-    assert config.selfplay.prompt_version == latest_version("completion") == "v2"
+    assert config.selfplay.prompt_version == latest_version("completion") == "v3"
     assert load_config("tiny-cpu", ["selfplay.prompt_version=v1"]).selfplay.prompt_version == "v1"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_resolves_to_bf16_only_where_the_device_runs_it_natively(monkeypatch, native):
+    import azr.policy
+
+    seen = []
+
+    def bf16_is_native(device):
+        seen.append(device.type)
+        return native
+
+    monkeypatch.setattr(azr.policy, "bf16_is_native", bf16_is_native)
+    config = load_config("tiny-cpu", ["model.dtype=auto", "device=cpu"])
+    assert config.model.dtype == ("bfloat16" if native else "float32") and seen == ["cpu"]
+    # What was resolved is what config.yaml records, so a resumed run computes as the run did.
+    assert load_config("tiny-cpu", ["model.dtype=float32"]).model.dtype == "float32"
+
+
+def test_bf16_native_check_answers_for_this_machine():
+    import torch
+
+    from azr.policy import bf16_is_native
+
+    assert isinstance(bf16_is_native(torch.device("cpu")), bool)
+    assert not bf16_is_native(torch.device("meta"))
