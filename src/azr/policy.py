@@ -447,12 +447,24 @@ def sequence_logprobs(
             f"response_mask {tuple(response_mask.shape)} does not fit input_ids {(batch, total_len)}."
         )
 
-    hidden = _decoder(model)(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state
+    # The whole model runs, not just its decoder, so that what wraps the model's own forward (FSDP2's
+    # all-gathers and reduce-scatters) takes part; the decoder's output is kept by a hook, and the model
+    # itself projects only the last position onto the vocabulary.
+    decoder_output = []
+    hook = _decoder(model).register_forward_hook(
+        lambda module, args, output: decoder_output.append(output.last_hidden_state)
+    )
+    try:
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+    finally:
+        hook.remove()
+    [hidden] = decoder_output
     # The hidden state at column t predicts the token at column t + 1.
     predicting = hidden[:, total_len - response_len - 1 : total_len - 1]
     targets = input_ids[:, total_len - response_len :]
