@@ -141,3 +141,13 @@ def test_bf16_native_check_answers_for_this_machine():
 
     assert isinstance(bf16_is_native(torch.device("cpu")), bool)
     assert not bf16_is_native(torch.device("meta"))
+
+
+def test_sharding_needs_full_fine_tuning_and_a_rollout_copy():
+    assert load_config("tiny-cpu").distributed.sharding == "none"
+    sharded = ["distributed.sharding=fsdp2", "generation.backend=transformers-bf16"]
+    assert load_config("tiny-cpu", sharded).distributed.sharding == "fsdp2"
+    with pytest.raises(ConfigError, match="LoRA keeps its frozen weights whole"):
+        load_config("tiny-cpu", [*sharded, "model.lora.enabled=true"])
+    with pytest.raises(ConfigError, match="no rank with whole weights to sample from"):
+        load_config("tiny-cpu", ["distributed.sharding=fsdp2"])

@@ -1,5 +1,6 @@
-"""Data-parallel training on CPU with gloo: the sharded update equals the single-process one, and
-`torchrun --nproc-per-node 2 -m azr train` runs, keeps its replicas equal, and resumes after a SIGKILL."""
+"""Data-parallel training on CPU with gloo: the data-parallel and the FSDP2-sharded update equal the
+single-process one, a sharded checkpoint round-trips, and `torchrun --nproc-per-node 2 -m azr train` runs
+(replicated or sharded), keeps its replicas equal, and resumes after a SIGKILL."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import yaml
 import azr
 from azr.config import OptimConfig
 from azr.distributed import SINGLE_PROCESS, init_distributed, shutdown_distributed
-from azr.policy import load_policy
+from azr.policy import load_policy, save_policy_weights
 from azr.run_dir import RunDir
-from azr.update import TrainingSequence, policy_update
+from azr.sharding import full_state_dicts, restore_optimizer, shard_policy, whole
+from azr.update import TrainingSequence, make_optimizer, policy_update
 from test_trainer import TINY_SETTINGS
 
 OPTIM = OptimConfig(micro_batch_size=2, logprob_chunk_size=16)
+CPU = torch.device("cpu")
 
 
 def sgd(policy) -> torch.optim.Optimizer:
@@ -96,6 +99,128 @@ def test_two_rank_update_equals_the_single_process_update(tiny_model_dir: Path, 
             assert rank["result"].metrics[key] == pytest.approx(single.metrics[key], rel=1e-5), key
 
 
+# --- FSDP2 -------------------------------------------------------------------------------------------
+
+# grad_clip 2e-3 clips the first update below (gradient norm ~6.6e-3) and not the second (~6e-5), so both
+# the global-norm clipping and the plain sum over shards are compared. The entropy bonus gives the second
+# update, one sequence alone in its group (advantage 0), a gradient.
+FSDP_OPTIM = OptimConfig(micro_batch_size=2, logprob_chunk_size=16, grad_clip=2e-3, entropy_coef=0.01)
+
+
+def two_updates(policy, world) -> list:
+    """Five sequences (rank 0 gets 3, two micro-batches; rank 1 gets 2, one), then one (rank 1 gets none):
+    under FSDP both ranks must still run the same number of forward/backward passes."""
+    optimizer = sgd(policy)
+    sequences = fixed_sequences()
+    return [
+        policy_update(policy, optimizer, sequences[:5], FSDP_OPTIM, world=world),
+        policy_update(policy, optimizer, sequences[5:6], FSDP_OPTIM, world=world),
+    ]
+
+
+def fsdp_on_rank(rank: int, world_size: int, port: int, model_dir: Path, out_dir: Path) -> None:
+    """The sharded updates of `two_updates`, then a checkpoint written (rank 0) and restored (every rank)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+    )
+    torch.set_num_threads(1)
+    world = init_distributed(timedelta(minutes=2))
+
+    def sharded(path: Path):
+        # Gradient checkpointing as in the GPU presets: FSDP2 then all-gathers again during recomputation.
+        return shard_policy(load_policy(path, device="cpu", gradient_checkpointing=True), world, CPU)
+
+    def full_parameters(policy) -> dict[str, torch.Tensor]:
+        return {name: whole(p).detach().clone() for name, p in policy.model.named_parameters()}
+
+    try:
+        policy = sharded(model_dir)
+        results = two_updates(policy, world)
+        torch.save({"parameters": full_parameters(policy), "results": results}, out_dir / f"update{rank}.pt")
+
+        # A checkpoint as the trainer writes one: gathered whole, written once, read back by every rank.
+        optim = OptimConfig(micro_batch_size=2, logprob_chunk_size=16, lr=1e-3)
+        policy = sharded(model_dir)
+        optimizer = make_optimizer(policy, optim)
+        policy_update(policy, optimizer, fixed_sequences(), optim, world=world)
+        saved = full_state_dicts(policy.model, optimizer, keep=world.is_leader)
+        if world.is_leader:
+            save_policy_weights(policy, out_dir / "checkpoint" / "model", saved[0])
+            torch.save(saved[1], out_dir / "checkpoint" / "optimizer.pt")
+        world.broadcast()  # the others wait until it is written
+        restored = sharded(out_dir / "checkpoint" / "model")
+        restored_optimizer = make_optimizer(restored, optim)
+        restore_optimizer(restored_optimizer, out_dir / "checkpoint" / "optimizer.pt")
+        reread = full_state_dicts(restored.model, restored_optimizer, keep=world.is_leader)
+        # One more step from the original and from the restored state must land on the same weights.
+        for model, opt in ((policy, optimizer), (restored, restored_optimizer)):
+            policy_update(model, opt, fixed_sequences()[:3], optim, world=world)
+        after = [full_parameters(policy), full_parameters(restored)]
+        if world.is_leader:
+            torch.save({"saved": saved, "reread": reread, "after": after}, out_dir / "checkpoint.pt")
+    finally:
+        shutdown_distributed(world)
+
+
+@pytest.fixture(scope="module")
+def fsdp_ranks(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 2-process FSDP2 job (CPU, gloo) running `fsdp_on_rank`; its outputs' folder."""
+    out_dir = tmp_path_factory.mktemp("fsdp")
+    (out_dir / "checkpoint").mkdir()
+    mp.spawn(fsdp_on_rank, args=(2, free_port(), tiny_model_dir, out_dir), nprocs=2, join=True)
+    return out_dir
+
+
+def test_fsdp2_update_equals_the_single_process_update(fsdp_ranks: Path, tiny_model_dir: Path):
+    ranks = [torch.load(fsdp_ranks / f"update{r}.pt", weights_only=False) for r in range(2)]
+    policy = load_policy(tiny_model_dir, device="cpu", gradient_checkpointing=True)
+    single = two_updates(policy, SINGLE_PROCESS)
+    norms = [result.metrics["update/grad_norm"] for result in single]
+    assert norms[0] > FSDP_OPTIM.grad_clip > norms[1]
+
+    for name, expected in policy.model.named_parameters():
+        assert torch.equal(ranks[0]["parameters"][name], ranks[1]["parameters"][name]), name
+        torch.testing.assert_close(ranks[0]["parameters"][name], expected.detach(), atol=1e-6, rtol=0)
+    # Float32 norms of gradients this small are only good to ~1e-4 and depend on the summation order, which
+    # sharding changes (measured on the embedding gradient: 1.5e-4 off its float64 norm in one process,
+    # 6e-5 sharded), so the second update's norm (6e-5, from the entropy bonus alone) agrees to 4e-5.
+    for rank in ranks:
+        for sharded, expected, rel in zip(rank["results"], single, (1e-5, 1e-3), strict=True):
+            assert sharded.advantages == pytest.approx(expected.advantages)
+            assert "dp/replica_divergence" not in sharded.metrics  # the ranks hold different slices
+            for key in ("update/loss", "update/grad_norm", "update/entropy", "update/tokens"):
+                assert sharded.metrics[key] == pytest.approx(expected.metrics[key], rel=rel), key
+
+
+def test_fsdp2_checkpoint_is_the_unsharded_format_and_restores_exactly(fsdp_ranks: Path):
+    checkpoint = torch.load(fsdp_ranks / "checkpoint.pt", weights_only=False)
+    (model_state, optimizer_state), reread = checkpoint["saved"], checkpoint["reread"]
+    for name, tensor in model_state.items():
+        assert torch.equal(reread[0][name], tensor), name
+    assert reread[1]["param_groups"] == optimizer_state["param_groups"]
+    for index, state in optimizer_state["state"].items():
+        assert state.keys() == {"step", "exp_avg", "exp_avg_sq"}
+        for key, tensor in state.items():
+            assert torch.equal(reread[1]["state"][index][key], tensor), (index, key)
+    original, restored = checkpoint["after"]
+    for name, tensor in original.items():
+        assert torch.equal(restored[name], tensor), name
+
+    # The same files an unsharded run writes: a plain policy and optimizer load them as they are.
+    folder = fsdp_ranks / "checkpoint"
+    plain = load_policy(folder / "model", device="cpu")
+    for name, parameter in plain.model.named_parameters():
+        assert torch.equal(parameter.detach(), model_state[name]), name
+    optimizer = make_optimizer(plain, OptimConfig(lr=1e-3))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    exp_avg = [optimizer.state[p]["exp_avg"] for p in plain.trainable_parameters()]
+    assert all(torch.equal(m, optimizer_state["state"][i]["exp_avg"]) for i, m in enumerate(exp_avg))
+
+
 def test_single_process_world_shares_everything():
     assert SINGLE_PROCESS.share([3, 1, 2]) == [3, 1, 2]
     assert SINGLE_PROCESS.broadcast("x") == "x"
@@ -139,12 +264,42 @@ def test_torchrun_two_ranks_trains_and_keeps_replicas_equal(tiny_model_dir: Path
     assert (run_dir / "samples" / "step_000002.jsonl").is_file()
 
 
+# Sharded training samples from its own bf16 copy of the weights (the trainer's model is only slices).
+FSDP2 = ["--set", "distributed.sharding=fsdp2", "--set", "generation.backend=transformers-bf16"]
+
+
+def test_torchrun_fsdp2_trains_and_writes_the_usual_run_directory(tiny_model_dir: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = torchrun_train("--model", str(tiny_model_dir), "--steps", "2", "--run-dir", str(run_dir), *FSDP2)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+
+    distributed = yaml.safe_load((run_dir / "config.yaml").read_text())["distributed"]
+    assert (distributed["world_size"], distributed["sharding"]) == (2, "fsdp2")
+    records = RunDir(run_dir).read_metrics()
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["update/tokens"] > 0 and "dp/replica_divergence" not in r for r in records)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
+    # Whole weights under the model's own names, as without sharding: it loads in one process.
+    saved = load_policy(run_dir / "checkpoints" / "step_000002" / "model", device="cpu").model.state_dict()
+    initial = load_policy(tiny_model_dir, device="cpu").model.state_dict()
+    assert {k: v.shape for k, v in saved.items()} == {k: v.shape for k, v in initial.items()}
+
+
+@pytest.mark.parametrize("sharding", [[], FSDP2], ids=["replicated", "fsdp2"])
 def test_torchrun_sigkill_mid_step_then_resume(
-    tiny_model_dir: Path, tmp_path: Path, kill_after_first_checkpoint
+    sharding: list[str], tiny_model_dir: Path, tmp_path: Path, kill_after_first_checkpoint
 ):
     run_dir = tmp_path / "run"
     proc = torchrun_train(
-        "--model", str(tiny_model_dir), "--steps", "5", "--run-dir", str(run_dir), start_new_session=True
+        "--model",
+        str(tiny_model_dir),
+        "--steps",
+        "5",
+        "--run-dir",
+        str(run_dir),
+        *sharding,
+        start_new_session=True,
     )
     kill_after_first_checkpoint(proc, run_dir, 1.0)  # somewhere inside step 2 (generation, sandbox or update)
     killed_at, _ = RunDir(run_dir).latest_checkpoint()
@@ -156,22 +311,26 @@ def test_torchrun_sigkill_mid_step_then_resume(
     run = RunDir(run_dir)
     records = run.read_metrics()
     assert [r["step"] for r in records] == list(range(1, killed_at + 2))
-    assert records[-1]["dp/replica_divergence"] == 0.0
+    if not sharding:  # sharded, the ranks hold different slices and there is no replica to compare
+        assert records[-1]["dp/replica_divergence"] == 0.0
     assert run.latest_checkpoint()[0] == killed_at + 1
     state = torch.load(run.latest_checkpoint()[1] / "optimizer.pt", weights_only=True)["state"]
     assert all(float(s["step"]) == killed_at + 1 for s in state.values())
 
 
-def test_accelerate_launch_with_the_shipped_ddp_config(tiny_model_dir: Path, tmp_path: Path):
-    """configs/accelerate/ddp.yaml, with 2 processes instead of 8: on CPU accelerate starts them with the
-    torchrun variables and azr joins over gloo."""
-    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "ddp.yaml"
+@pytest.mark.parametrize(("name", "sharding"), [("ddp", []), ("fsdp2", FSDP2)], ids=["ddp", "fsdp2"])
+def test_accelerate_launch_with_the_shipped_configs(
+    name: str, sharding: list[str], tiny_model_dir: Path, tmp_path: Path
+):
+    """configs/accelerate/{ddp,fsdp2}.yaml, with 2 processes instead of 8: on CPU accelerate starts them
+    with the torchrun variables and azr joins over gloo (and shards the model itself with fsdp2)."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / f"{name}.yaml"
     source = str(Path(azr.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
     sets = [item for setting in TINY_SETTINGS for item in ("--set", setting)]
     run_dir = tmp_path / "run"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    train = ["--model", str(tiny_model_dir), "--steps", "1", "--run-dir", str(run_dir), *sets]
+    train = ["--model", str(tiny_model_dir), "--steps", "1", "--run-dir", str(run_dir), *sets, *sharding]
     proc = subprocess.run(
         [*launch, "--num_processes", "2", "-m", "azr", "train", *train, "--set", "logging.tensorboard=false"],
         capture_output=True,
@@ -180,6 +339,9 @@ def test_accelerate_launch_with_the_shipped_ddp_config(tiny_model_dir: Path, tmp
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["distributed"]["world_size"] == 2
+    distributed = yaml.safe_load((run_dir / "config.yaml").read_text())["distributed"]
+    assert (distributed["world_size"], distributed["sharding"]) == (2, "fsdp2" if sharding else "none")
     [record] = RunDir(run_dir).read_metrics()
-    assert record["dp/replica_divergence"] == 0.0
+    assert record["update/tokens"] > 0
+    if not sharding:
+        assert record["dp/replica_divergence"] == 0.0

@@ -221,6 +221,14 @@ class DistributedConfig(_Strict):
         description="Longest wait in a collective: ranks other than 0 wait while rank 0 runs the sandbox, "
         "checkpoints and validation, so this must exceed the longest of those.",
     )
+    sharding: Literal["none", "fsdp2"] = Field(
+        "none",
+        description="'none': every rank holds the whole model, gradients are summed over ranks (16 bytes "
+        "per parameter per GPU for full fine-tuning). 'fsdp2': parameters, gradients and AdamW state are "
+        "sharded over the ranks with torch FSDP2 (16 / N bytes per parameter per GPU; full fine-tuning "
+        "only), and rollouts need a backend with its own full copy of the weights (transformers-bf16 or "
+        "vllm). Checkpoints are the same either way.",
+    )
 
 
 class TrainConfig(_Strict):
@@ -273,6 +281,17 @@ class TrainConfig(_Strict):
             from azr.policy import bf16_is_native, resolve_device
 
             self.model.dtype = "bfloat16" if bf16_is_native(resolve_device(self.device)) else "float32"
+        if self.distributed.sharding == "fsdp2":
+            if self.model.lora.enabled:
+                raise ValueError(
+                    "distributed.sharding fsdp2 shards full fine-tuning; LoRA keeps its frozen weights "
+                    "whole on every rank (set distributed.sharding: none)"
+                )
+            if self.generation.backend == "transformers":
+                raise ValueError(
+                    "distributed.sharding fsdp2 leaves no rank with whole weights to sample from: set "
+                    "generation.backend to transformers-bf16 or vllm (a full copy, refreshed every update)"
+                )
         if self.selfplay.prompt_version is None:
             from azr.prompts import latest_version
 

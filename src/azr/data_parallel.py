@@ -2,8 +2,8 @@
 
 Rank 0 runs the `Trainer` exactly as a single process does: it alone owns the RNG, the prompts, the
 sandbox, `buffers.sqlite`, the run directory, metrics and checkpoints, so every decision of a step is made
-once. The other ranks hold a replica of the policy, its optimizer and a rollout backend, and do what rank
-0 broadcasts:
+once. The other ranks hold the policy (a replica, or their shards with FSDP2), its optimizer and a rollout
+backend, and do what rank 0 broadcasts:
 
     rank 0 (Trainer, ShardedBackend)                 ranks 1..N-1 (`follow`)
     Start(config, checkpoint)        ─broadcast─>    load the policy (and the checkpoint's optimizer)
@@ -11,6 +11,7 @@ once. The other ranks hold a replica of the policy, its optimizer and a rollout 
       generate prompts[0::N]         <─gather───     their completions
     Update(sequences)                ─broadcast─>    policy_update on sequences[rank::N]; gradients summed
       policy_update on its share     <─all-reduce─>  over ranks, the same optimizer step everywhere
+    SaveCheckpoint (FSDP2 only)      ─broadcast─>    every rank gathers its shards; rank 0 writes
     Stop                             ─broadcast─>    return
 
 Generation calls come from every phase that samples (proposals, solver batch, seeding, validation), so
@@ -31,7 +32,8 @@ import torch
 from azr.config import TrainConfig
 from azr.distributed import World
 from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend, per_prompt_params
-from azr.policy import load_configured_policy, load_frozen_reference
+from azr.policy import load_frozen_reference
+from azr.sharding import full_state_dicts, load_training_policy, restore_optimizer
 from azr.update import TrainingSequence, make_optimizer, policy_update
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,11 @@ class Update:
 
 
 @dataclass(frozen=True)
+class SaveCheckpoint:
+    pass
+
+
+@dataclass(frozen=True)
 class Stop:
     pass
 
@@ -66,6 +73,11 @@ def announce_start(world: World, config: TrainConfig, checkpoint: Path | None) -
 
 def announce_update(world: World, sequences: Sequence[TrainingSequence]) -> None:
     world.broadcast(Update(list(sequences)))
+
+
+def announce_checkpoint(world: World) -> None:
+    """Before rank 0 saves a sharded model: every rank must take part in gathering its shards."""
+    world.broadcast(SaveCheckpoint())
 
 
 def release_followers(world: World) -> None:
@@ -127,14 +139,12 @@ def follow(world: World) -> None:
     config = start.config
     # The same seed as rank 0 before building the model, so freshly initialised LoRA adapters match.
     torch.manual_seed(config.seed)
-    policy = load_configured_policy(
-        config.model, config.device, start.checkpoint / "model" if start.checkpoint else None
-    )
+    policy = load_training_policy(config, start.checkpoint / "model" if start.checkpoint else None, world)
+    backend = make_backend(config.generation, policy, seed=config.seed)
     optimizer = make_optimizer(policy, config.optim)
     if start.checkpoint is not None:
-        optimizer.load_state_dict(torch.load(start.checkpoint / "optimizer.pt", weights_only=True))
+        restore_optimizer(optimizer, start.checkpoint / "optimizer.pt")
     reference_model = load_frozen_reference(config.model) if config.optim.kl_coef > 0 else None
-    backend = make_backend(config.generation, policy, seed=config.seed)
     log.info("rank %d of %d following rank 0", world.rank, world.size)
     while True:
         command = world.broadcast()
@@ -150,6 +160,8 @@ def follow(world: World) -> None:
                 world=world,
             )
             backend.update_weights(policy.model)
+        elif isinstance(command, SaveCheckpoint):
+            full_state_dicts(policy.model, optimizer, keep=False)
         elif isinstance(command, Stop):
             return
         else:

@@ -26,10 +26,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from azr.config import GenerationConfig
 from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_mask
+from azr.sharding import is_sharded, whole
 
 
 @dataclass(frozen=True)
@@ -340,38 +341,61 @@ class SnapshotBackend(TransformersBackend):
     def update_weights(self, model: torch.nn.Module) -> None:
         """Replace the copy with the trainer's current weights."""
         if self.weights == "bfloat16":
-            self.model.load_state_dict(dict(merged_weights(model)))  # copied and cast in place
+            _copy_weights(model, self.model)
         else:
             self.model = self._snapshot(model)
 
     def _snapshot(self, model: torch.nn.Module) -> torch.nn.Module:
-        plain = _plain_copy(model)
         if self.weights == "bfloat16":
-            return plain.to(torch.bfloat16).eval()
+            return _plain_copy(model, torch.bfloat16).eval()
+        plain = _plain_copy(model, torch.float32)
         with warnings.catch_warnings():
             # torch.ao's dynamic quantisation is deprecated in favour of torchao; it works in the pinned torch
             # (README, "Dependencies") and would otherwise warn at every weight sync.
             warnings.simplefilter("ignore", UserWarning)
-            return torch.ao.quantization.quantize_dynamic(
-                plain.float().eval(), {torch.nn.Linear}, dtype=torch.qint8
-            )
+            return torch.ao.quantization.quantize_dynamic(plain.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A detached copy of a transformers model, with any LoRA adapter merged into its weights."""
-    copied = copy.deepcopy(model)
-    if hasattr(copied, "merge_and_unload"):  # peft
-        copied = copied.merge_and_unload()
+def _plain_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A detached `dtype` copy of a transformers model, with any LoRA adapter merged into its weights and
+    any FSDP sharding gathered."""
+    if is_sharded(model):
+        # FSDP refuses to deep-copy a sharded model (and no rank has its whole weights to copy): build an
+        # unsharded one, directly in `dtype` on the model's device, and gather the weights into it.
+        with torch.device(next(model.parameters()).device):
+            copied = AutoModelForCausalLM.from_config(model.config, dtype=dtype)
+        copied.generation_config = copy.deepcopy(model.generation_config)
+        _copy_weights(model, copied)
+    else:
+        copied = copy.deepcopy(model)
+        if hasattr(copied, "merge_and_unload"):  # peft
+            copied = copied.merge_and_unload()
+        copied = copied.to(dtype)
     copied.requires_grad_(False)
     return copied
+
+
+def _copy_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Copy `source`'s full weights (`merged_weights`) into `target`'s tensors in place, cast to their
+    dtype, one tensor at a time, so no second whole copy of the weights is ever held."""
+    tensors = target.state_dict()
+    written = set()
+    with torch.no_grad():
+        for name, tensor in merged_weights(source):
+            tensors[name].copy_(tensor)
+            written.add(name)
+    if written != tensors.keys():
+        raise ValueError(f"no weights given for {sorted(tensors.keys() - written)}")
 
 
 def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """The model's full weights under Hugging Face names, one tensor at a time. For a peft LoRA model
     each adapted weight is computed out of place as base + delta: merging into the trainer's weights and
-    unmerging again would leave round-off in the frozen base weights at every step."""
+    unmerging again would leave round-off in the frozen base weights at every step. A sharded (FSDP)
+    model's weights are gathered one tensor at a time, so every rank must iterate them together."""
     if not hasattr(model, "get_base_model"):
-        yield from model.state_dict().items()
+        for name, tensor in model.state_dict().items():
+            yield name, whole(tensor)
         return
     base = model.get_base_model()
     adapted = {

@@ -361,16 +361,19 @@ def _load_lora_checkpoint(
     return model, tokenizer, settings
 
 
-def save_policy_weights(policy: Policy, directory: str | Path) -> Path:
+def save_policy_weights(
+    policy: Policy, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> Path:
     """Save the policy so that `load_policy(directory)` restores it, and return the directory.
 
     Full fine-tuning writes a complete transformers model directory (safetensors + tokenizer). LoRA writes
     only the adapter (safetensors) and tokenizer, plus `azr_policy.json` naming the base model; loading it
     without `lora` gives the merged model, loading it with `lora` gives the trainable adapter back.
+    `state_dict` replaces the model's own (a sharded model's, gathered whole: `azr.sharding`).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    policy.model.save_pretrained(directory)
+    policy.model.save_pretrained(directory, state_dict=state_dict)
     policy.tokenizer.save_pretrained(directory)
     manifest = {"base_model": policy.source, "lora": policy.lora is not None}
     (directory / POLICY_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -34,17 +34,24 @@ from transformers.utils import logging as transformers_logging
 
 from azr.buffer import open_buffers, task_key
 from azr.config import TrainConfig
-from azr.data_parallel import ShardedBackend, announce_start, announce_update, release_followers
+from azr.data_parallel import (
+    ShardedBackend,
+    announce_checkpoint,
+    announce_start,
+    announce_update,
+    release_followers,
+)
 from azr.distributed import SINGLE_PROCESS, World
 from azr.executor import Executor, Verdict
 from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend
 from azr.metrics import MetricsWriter
-from azr.policy import load_configured_policy, load_frozen_reference, save_policy_weights
+from azr.policy import load_frozen_reference, save_policy_weights
 from azr.prompts import get_format
 from azr.rollouts import Rollout, assign_rewards, mean_rewards, sample_row
 from azr.run_dir import RunDir, attach_file_log
 from azr.safety import FLAGS_FILENAME, SafetyMonitor, SafetyStop
 from azr.seeding import GenerationRequest, grow_seed_tasks, validate_seed_tasks
+from azr.sharding import full_state_dicts, is_sharded, load_training_policy, restore_optimizer
 from azr.tasks import ProposerPrompt, Task, TaskType, get_task_type, load_seed_tasks, shipped_seed_path
 from azr.update import TrainingSequence, make_optimizer, policy_update
 
@@ -115,9 +122,7 @@ class Trainer:
         self.world = world
         if world.size > 1:
             announce_start(world, config, checkpoint[1] if checkpoint else None)
-        self.policy = load_configured_policy(
-            config.model, config.device, checkpoint[1] / "model" if checkpoint else None
-        )
+        self.policy = load_training_policy(config, checkpoint[1] / "model" if checkpoint else None, world)
         self.backend = backend or make_backend(config.generation, self.policy, seed=config.seed)
         if world.size > 1:
             self.backend = ShardedBackend(self.backend, world)
@@ -456,7 +461,7 @@ class Trainer:
             return
         step, folder = checkpoint
         state = torch.load(folder / "trainer_state.pt", weights_only=False)
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        restore_optimizer(self.optimizer, folder / "optimizer.pt")
         self.rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
@@ -466,9 +471,13 @@ class Trainer:
         log.info("resumed at step %d (dropped %d tasks added after it)", step, removed)
 
     def save_checkpoint(self) -> Path:
+        if is_sharded(self.policy.model):
+            announce_checkpoint(self.world)
+        model_state, optimizer_state = full_state_dicts(self.policy.model, self.optimizer, keep=True)
+
         def write(folder: Path) -> None:
-            save_policy_weights(self.policy, folder / "model")
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            save_policy_weights(self.policy, folder / "model", model_state)
+            torch.save(optimizer_state, folder / "optimizer.pt")
             torch.save(
                 {"step": self.step, "python_rng": self.rng.getstate(), "torch_rng": torch.get_rng_state()},
                 folder / "trainer_state.pt",

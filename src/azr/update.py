@@ -9,10 +9,16 @@ and the step's token count are computed from all of them, identically everywhere
 forward/backward on its share only, and the gradients are summed over ranks before clipping. Since every
 share's loss is already weighted by its tokens over the *global* count, that sum is exactly the
 single-process gradient, and the identical optimizer step on every rank keeps the replicas equal.
+
+Sharded (FSDP2, `azr.sharding`): the same, except that FSDP's reduce-scatter sums the gradients during
+backward, each rank steps only its slice of the parameters, and every rank runs as many micro-batches as
+the rank with the largest share (a forward or backward is a collective there); a rank with fewer, or
+none, repeats a sequence with weight 0 for the missing ones.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +30,7 @@ from azr.advantages import PolicyLoss, policy_loss, token_advantages, trr_advant
 from azr.config import OptimConfig
 from azr.distributed import SINGLE_PROCESS, World
 from azr.policy import Policy, pack_sequences, pad_token_id, sequence_logprobs
+from azr.sharding import is_sharded, whole
 
 LOGGED_PARTS = ("loss", "policy", "entropy", "kl", "clip_fraction", "ratio")
 
@@ -78,20 +85,27 @@ def policy_update(
     )
     # Dealing the length-sorted list out round-robin gives every rank about the same number of tokens.
     local = world.share(order)
+    size = optim.micro_batch_size
+    micro_batches = [(local[start : start + size], True) for start in range(0, len(local), size)]
+    sharded = is_sharded(policy.model)
+    if sharded:
+        # Rank 0 has the largest share, ceil(len / world size) sequences; any sequence will do as filler.
+        lockstep = math.ceil(math.ceil(len(sequences) / world.size) / size)
+        micro_batches += [([order[0]], False)] * (lockstep - len(micro_batches))
     policy.model.train()
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = defaultdict(float)
     started = time.perf_counter()
-    for start in range(0, len(local), optim.micro_batch_size):
-        indices = local[start : start + optim.micro_batch_size]
+    for indices, counted in micro_batches:
         batch = [sequences[i] for i in indices]
         result, tokens = _micro_batch_loss(policy, batch, advantages[indices], optim, pad_id, reference_model)
-        share = tokens / total_tokens
+        share = tokens / total_tokens if counted else 0.0
         (result.loss * share).backward()
         for part in LOGGED_PARTS:
             totals[part] += float(getattr(result, part).detach()) * share
-    world.sum_gradients(policy.trainable_parameters())
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), optim.grad_clip)
+    if not sharded:  # sharded, the reduce-scatter in backward has summed them already
+        world.sum_gradients(policy.trainable_parameters())
+    grad_norm = whole(torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), optim.grad_clip))
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
@@ -105,7 +119,7 @@ def policy_update(
         seconds, 1e-9
     )
     metrics.update(advantage_magnitudes(sequences, advantages.tolist()))
-    if world.size > 1:
+    if world.size > 1 and not sharded:  # sharded, the ranks hold different slices by design
         metrics["dp/replica_divergence"] = world.replica_divergence(policy.trainable_parameters())
     return UpdateResult(advantages.tolist(), metrics)
 
