@@ -1,6 +1,7 @@
 """Data-parallel training on CPU with gloo: the data-parallel and the FSDP2-sharded update equal the
-single-process one, a sharded checkpoint round-trips, and `torchrun --nproc-per-node 2 -m azr train` runs
-(replicated or sharded), keeps its replicas equal, and resumes after a SIGKILL."""
+single-process one, a sharded checkpoint round-trips, sandbox jobs spread over one pool per node give the
+single pool's results, and `torchrun --nproc-per-node 2 -m azr train` runs (replicated or sharded), keeps
+its replicas equal, and resumes after a SIGKILL."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ import torch.multiprocessing as mp
 import yaml
 
 import azr
-from azr.config import OptimConfig
+from azr.config import OptimConfig, load_config
+from azr.data_parallel import announce_start, follow, release_followers, spread_over_nodes
 from azr.distributed import SINGLE_PROCESS, init_distributed, shutdown_distributed
+from azr.executor import Executor
 from azr.policy import load_policy, save_policy_weights
 from azr.run_dir import RunDir
 from azr.sharding import full_state_dicts, restore_optimizer, shard_policy, whole
+from azr.tasks import Abduction, Deduction, Proposal, load_seed_tasks, shipped_seed_path
 from azr.update import TrainingSequence, make_optimizer, policy_update
 from test_trainer import TINY_SETTINGS
 
@@ -219,6 +223,83 @@ def test_fsdp2_checkpoint_is_the_unsharded_format_and_restores_exactly(fsdp_rank
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     exp_avg = [optimizer.state[p]["exp_avg"] for p in plain.trainable_parameters()]
     assert all(torch.equal(m, optimizer_state["state"][i]["exp_avg"]) for i, m in enumerate(exp_avg))
+
+
+# --- one sandbox pool per node -----------------------------------------------------------------------
+
+SEED_TASKS = load_seed_tasks(shipped_seed_path("io"))[:12]  # real Qwen2.5-Coder-7B programs
+
+
+def judged(executor: Executor, world) -> dict[str, list]:
+    """A step's two sandbox phases on real programs (some failing), through `spread_over_nodes`: every
+    outcome, without the seconds it took."""
+    deduction, abduction = Deduction(), Abduction()
+    proposals = [Proposal(task.program, task.input) for task in SEED_TASKS] + [
+        Proposal("def f(a):\n    return a / 0", "1"),
+        Proposal("def f(a):\n    import os\n    return a", "1"),  # banned: rejected on the host
+    ]
+    with spread_over_nodes(executor, world):
+        validations = [deduction.submit_validation(executor, proposal) for proposal in proposals]
+    tasks = [v.result().task for v in validations if v.result().valid]
+    with spread_over_nodes(executor, world):
+        verdicts = [
+            *(deduction.judge(executor, task, task.output) for task in tasks),
+            *(deduction.judge(executor, task, "None") for task in tasks),
+            *(abduction.judge(executor, task, task.input) for task in tasks),
+        ]
+    return {
+        "validations": [v.result() for v in validations],
+        "verdicts": [(v.result().correct, v.result().status, v.result().error) for v in verdicts],
+    }
+
+
+def sandbox_on_rank(rank: int, port: int, model_dir: Path, out_dir: Path) -> None:
+    """Two processes that each believe they are the first of their node (LOCAL_RANK 0), so each owns a
+    sandbox pool: rank 0 judges through both, then through its own alone; rank 1 follows."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE="2"
+    )
+    torch.set_num_threads(1)
+    jobs_run: list[int] = []
+    run_jobs = Executor.run_jobs
+
+    def counted(self, jobs):
+        jobs_run.append(len(jobs))
+        return run_jobs(self, jobs)
+
+    Executor.run_jobs = counted  # the pools' side of spreading; both processes count what they ran
+    world = init_distributed(timedelta(minutes=2))
+    try:
+        if world.is_leader:
+            config = load_config("tiny-cpu", [*TINY_SETTINGS, f"model.path={model_dir}"])
+            announce_start(world, config, None)
+            with Executor(config.executor) as executor:
+                spread = judged(executor, world)
+                single = judged(executor, SINGLE_PROCESS)
+            release_followers(world)
+            torch.save({"spread": spread, "single": single}, out_dir / "judged.pt")
+        else:
+            follow(world)
+        torch.save({"sandbox_ranks": world.sandbox_ranks, "jobs_run": jobs_run}, out_dir / f"pool{rank}.pt")
+    finally:
+        shutdown_distributed(world)
+
+
+def test_sandbox_jobs_spread_over_one_pool_per_node_give_the_single_pool_results(
+    tiny_model_dir: Path, tmp_path: Path
+):
+    mp.spawn(sandbox_on_rank, args=(free_port(), tiny_model_dir, tmp_path), nprocs=2, join=True)
+    results = torch.load(tmp_path / "judged.pt", weights_only=False)
+    pools = [torch.load(tmp_path / f"pool{rank}.pt", weights_only=False) for rank in range(2)]
+
+    assert results["spread"] == results["single"]
+    validations = results["single"]["validations"]
+    assert sum(v.valid for v in validations) == len(SEED_TASKS)
+    assert [v.reason.split(":")[0] for v in validations[-2:]] == ["error", "banned"]
+    assert {correct for correct, _, _ in results["single"]["verdicts"]} == {True, False}
+    assert all(pool["sandbox_ranks"] == (0, 1) for pool in pools)
+    # 13 validation jobs (the banned one never reaches a sandbox), then 36 answer checks, dealt in turn.
+    assert pools[0]["jobs_run"] == [7, 18] and pools[1]["jobs_run"] == [6, 18]
 
 
 def test_single_process_world_shares_everything():

@@ -179,6 +179,21 @@ def test_submission_is_thread_safe(executor: Executor) -> None:
     assert len(results) == 80 and all(result.ok for result in results)
 
 
+def test_held_jobs_run_where_the_caller_says(executor: Executor) -> None:
+    handed_out = []
+
+    def run(jobs):
+        handed_out.append(jobs)
+        return executor.run_jobs(jobs)
+
+    with executor.held_jobs(run):
+        result = executor.validate("def f(a):\n    return a * 2", "21")
+        verdict = executor.check_deduction("42", "6 * 7")
+        assert not result.done() and not handed_out  # held until the block ends
+    assert [job["kind"] for job in handed_out[0]] == ["run", "deduction"]
+    assert result.result().output == "42" and verdict.result().correct
+
+
 def test_closed_executor_refuses_work() -> None:
     ex = Executor(ExecutorConfig(workers=1))
     ex.close()

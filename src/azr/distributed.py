@@ -24,11 +24,13 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job: `rank` of `size` processes, `local_rank` on its node."""
+    """This process's place in the job: `rank` of `size` processes, `local_rank` on its node.
+    `sandbox_ranks` run a sandbox pool: rank 0 and the first process (LOCAL_RANK 0) of every other node."""
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    sandbox_ranks: tuple[int, ...] = (0,)
     object_group: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -115,7 +117,10 @@ def init_distributed(timeout: timedelta) -> World:
         backend = "gloo"
     dist.init_process_group(backend=backend, timeout=timeout)
     object_group = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
-    return World(rank=dist.get_rank(), size=size, local_rank=local_rank, object_group=object_group)
+    local_ranks: list[int | None] = [None] * size
+    dist.all_gather_object(local_ranks, local_rank, group=object_group)
+    sandbox_ranks = tuple(rank for rank, local in enumerate(local_ranks) if rank == 0 or local == 0)
+    return World(dist.get_rank(), size, local_rank, sandbox_ranks, object_group)
 
 
 def shutdown_distributed(world: World) -> None:

@@ -40,6 +40,7 @@ from azr.data_parallel import (
     announce_start,
     announce_update,
     release_followers,
+    spread_over_nodes,
 )
 from azr.distributed import SINGLE_PROCESS, World
 from azr.executor import Executor, Verdict
@@ -179,12 +180,13 @@ class Trainer:
     def check_proposals(self, proposals: Sequence[Rollout]) -> None:
         """Parse every proposal and validate it in the sandbox (all submitted before any is awaited)."""
         futures = []
-        for rollout in proposals:
-            task_type = self.task_types[rollout.task_type]
-            rollout.parsed = task_type.parse_proposal(
-                self.fmt, rollout.proposer_prompt, rollout.completion.text
-            )
-            futures.append(task_type.submit_validation(self.executor, rollout.parsed, self.step))
+        with spread_over_nodes(self.executor, self.world):
+            for rollout in proposals:
+                task_type = self.task_types[rollout.task_type]
+                rollout.parsed = task_type.parse_proposal(
+                    self.fmt, rollout.proposer_prompt, rollout.completion.text
+                )
+                futures.append(task_type.submit_validation(self.executor, rollout.parsed, self.step))
         for rollout, future in zip(proposals, futures, strict=True):
             rollout.validation = future.result()
 
@@ -235,10 +237,11 @@ class Trainer:
     def judge(self, answers: Sequence[Rollout]) -> None:
         """Parse every answer and check it in the sandbox (all submitted before any is awaited)."""
         futures: list[Future[Verdict] | None] = []
-        for rollout in answers:
-            task_type = self.task_types[rollout.task_type]
-            rollout.parsed = task_type.parse_answer(self.fmt, rollout.completion.text)
-            futures.append(task_type.submit_judgement(self.executor, rollout.task, rollout.parsed))
+        with spread_over_nodes(self.executor, self.world):
+            for rollout in answers:
+                task_type = self.task_types[rollout.task_type]
+                rollout.parsed = task_type.parse_answer(self.fmt, rollout.completion.text)
+                futures.append(task_type.submit_judgement(self.executor, rollout.task, rollout.parsed))
         for rollout, future in zip(answers, futures, strict=True):
             rollout.verdict = future.result() if future is not None else None
 

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -207,6 +207,7 @@ class Executor:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
+        self._held: list[tuple[dict[str, Any], Future]] | None = None  # jobs kept back by `held_jobs`
         self._live: set[_WorkerProcess] = set()
         started = [threading.Event() for _ in range(self.config.worker_count)]
         self._threads = [
@@ -339,8 +340,40 @@ class Executor:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor is closed")
-            self._jobs.put((job, future))
+            if self._held is not None:
+                self._held.append((job, future))
+            else:
+                self._jobs.put((job, future))
         return future
+
+    @contextlib.contextmanager
+    def held_jobs(self, run: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> Iterator[None]:
+        """Hold the sandbox jobs submitted inside the block instead of queueing them; when the block ends,
+        `run` gets them all (plain dicts) and returns their raw results in order, and their futures
+        resolve as usual. A data-parallel job spreads a step's jobs over one pool per node this way
+        (`azr.data_parallel.spread_over_nodes`), the other pools answering through `run_jobs`."""
+        held: list[tuple[dict[str, Any], Future]] = []
+        with self._lock:
+            self._held = held
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held = None
+        results = run([job for job, _ in held])
+        for (_, future), raw in zip(held, results, strict=True):
+            future.set_result(raw)
+
+    def run_jobs(self, jobs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Run jobs as `held_jobs` hands them out on this pool; their raw results, in order."""
+        futures = []
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is closed")
+            for job in jobs:
+                futures.append(Future())
+                self._jobs.put((job, futures[-1]))
+        return [future.result() for future in futures]
 
     def _rejected(self, check: Callable[..., None], text: str, **kwargs: Any) -> ExecResult | None:
         """None when `text` passes the static check, else why not: banned, or malformed (an error)."""
