@@ -1,9 +1,10 @@
 #!/bin/bash
 # Data-parallel azr training on several nodes with SLURM: one torchrun per node, which starts one process
-# per GPU; the ranks meet at the first node (c10d rendezvous). Submit from the repository root:
-#   sbatch --nodes 2 scripts/slurm_train.sh --config paper-7b-coder --model /models/Qwen2.5-Coder-7B \
-#       --run-dir /shared/runs/coder7b --set model.lora.enabled=true
-# Resume a killed job with the same command and `--resume /shared/runs/coder7b` instead of --run-dir.
+# per GPU; the ranks meet at the first node (c10d rendezvous), and the first process of every node runs
+# that node's sandbox pool. Replicated or FSDP2-sharded as the config says. Submit from the repository root:
+#   sbatch --nodes 2 scripts/slurm_train.sh --config paper-14b-coder --model /models/Qwen2.5-Coder-14B \
+#       --run-dir /shared/runs/coder14b
+# Resume a killed job with the same command and `--resume /shared/runs/coder14b` instead of --run-dir.
 # The run directory must be on a filesystem every node sees. Not run on a cluster yet (see README "Scaling").
 #SBATCH --job-name=azr-train
 #SBATCH --ntasks-per-node=1

@@ -151,3 +151,7 @@ def test_sharding_needs_full_fine_tuning_and_a_rollout_copy():
         load_config("tiny-cpu", [*sharded, "model.lora.enabled=true"])
     with pytest.raises(ConfigError, match="no rank with whole weights to sample from"):
         load_config("tiny-cpu", ["distributed.sharding=fsdp2"])
+    for name in ("paper-7b-coder", "paper-llama-8b", "paper-14b-coder"):  # as the paper, full fine-tuning
+        config = load_config(name)
+        assert config.distributed.sharding == "fsdp2" and config.optim.recompute_logprobs
+    assert load_config("paper-7b-coder", ["model.lora.enabled=true", "distributed.sharding=none"])
