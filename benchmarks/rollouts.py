@@ -23,7 +23,7 @@ from rich.table import Table
 from azr.config import GenerationConfig
 from azr.generation import SamplingParams, make_backend
 from azr.models import MODELS
-from azr.policy import load_policy
+from azr.policy import bf16_is_native, load_policy
 from azr.prompts import get_format
 from azr.tasks import get_task_type, load_seed_tasks, shipped_seed_path
 
@@ -72,6 +72,15 @@ def memory_bandwidth(gigabytes: float = 0.5) -> float:
     return 3 * 2 * source.numel() * 4 / (time.perf_counter() - started) / 1e9
 
 
+def print_bounds() -> None:
+    fp32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    native = bf16_is_native(torch.device("cpu"))
+    print(f"{torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()} kernels")
+    print(f"fp32 matmul {fp32:.1f} GFLOP/s, bf16 matmul {bf16:.1f} GFLOP/s ({bf16 / fp32:.2f}x fp32)")
+    print(f"copy bandwidth {memory_bandwidth():.1f} GB/s")
+    print(f"bf16 native here: {native}, so model.dtype auto -> {'bfloat16' if native else 'float32'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -84,7 +93,16 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bounds-only",
+        action="store_true",
+        help="only measure this CPU's fp32 and bf16 matmul peaks and copy bandwidth (seconds, no model), and "
+        "say which compute dtype `model.dtype: auto` picks here",
+    )
     args = parser.parse_args()
+    if args.bounds_only:
+        print_bounds()
+        return
 
     policy = load_policy(args.model, device="cpu")
     prompts = step_prompts(args.prompts, args.seed)
