@@ -17,7 +17,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -91,6 +91,24 @@ class Layout:
         return f"{self.instruction.format(n=n_inputs)}\n\n{shown}\n\n{self.ending(target)}"
 
 
+V2 = Layout(
+    "v2: asserts with outputs, message last",
+    "# Python functions. After each function: {n} asserts that call it with different inputs, then a "
+    "comment that says what it does.",
+    lambda t, n: f"{t.program}\n{asserts(t, n)}\n{comment(t)}",
+    lambda t: f"{t.program}\nassert f(",
+)
+ASSERTS_AFTER_KNOWN = Layout(
+    "asserts after the target's known input",
+    "# Python functions. After each function: one assert that calls it, then {n} more asserts with other "
+    "inputs of the same kind, then a comment that says what it does.",
+    lambda t, n: f"{t.program}\n{asserts(t, n + 1)}\n{comment(t)}",
+    lambda t: f"{t.program}\n{known_assert(t)}\nassert f(",
+    shows_target_input=True,
+)
+# The message asked for in a second call: the first stops before any comment line.
+TWO_STAGE = {"stop": (*BLANK_LINE_STOP, "\n#"), "message_stage": True}
+
 LAYOUTS = [
     Layout(
         "calls, message last",
@@ -114,14 +132,7 @@ LAYOUTS = [
         lambda t, n: f"{t.program}\n{comment(t)}\n{calls(t, n)}",
         lambda t: f"{t.program}\n# ",
     ),
-    Layout(
-        "asserts after the target's known input",
-        "# Python functions. After each function: one assert that calls it, then {n} more asserts with other "
-        "inputs of the same kind, then a comment that says what it does.",
-        lambda t, n: f"{t.program}\n{asserts(t, n + 1)}\n{comment(t)}",
-        lambda t: f"{t.program}\nassert f({one_line(t.input)}) == {one_line(t.output)}\nassert f(",
-        shows_target_input=True,
-    ),
+    ASSERTS_AFTER_KNOWN,
     Layout(
         "known assert, then message, then asserts",
         "# Python functions. After each function: one assert that calls it, a comment that says what it "
@@ -139,13 +150,7 @@ LAYOUTS = [
         stop=("\ndef ", "\n\n\n"),
         shows_target_input=True,
     ),
-    Layout(
-        "v2: asserts with outputs, message last",
-        "# Python functions. After each function: {n} asserts that call it with different inputs, then a "
-        "comment that says what it does.",
-        lambda t, n: f"{t.program}\n{asserts(t, n)}\n{comment(t)}",
-        lambda t: f"{t.program}\nassert f(",
-    ),
+    V2,
     Layout(
         "known assert, then test function: message first, then asserts",
         "# Python functions, each followed by one assert, then a test function: a comment that says what the "
@@ -154,24 +159,9 @@ LAYOUTS = [
         lambda t: f"{t.program}\n{known_assert(t)}\n\ndef test_f():\n    # ",
         shows_target_input=True,
     ),
-    Layout(
-        "two stages: asserts, then forced `# ` message",
-        "# Python functions. After each function: {n} asserts that call it with different inputs, then a "
-        "comment that says what it does.",
-        lambda t, n: f"{t.program}\n{asserts(t, n)}\n{comment(t)}",
-        lambda t: f"{t.program}\nassert f(",
-        stop=(*BLANK_LINE_STOP, "\n#"),
-        message_stage=True,
-    ),
-    Layout(
-        "two stages: known assert, asserts, then forced `# ` message",
-        "# Python functions. After each function: one assert that calls it, then {n} more asserts with other "
-        "inputs of the same types, then a comment that says what it does.",
-        lambda t, n: f"{t.program}\n{asserts(t, n + 1)}\n{comment(t)}",
-        lambda t: f"{t.program}\n{known_assert(t)}\nassert f(",
-        stop=(*BLANK_LINE_STOP, "\n#"),
-        shows_target_input=True,
-        message_stage=True,
+    replace(V2, name="two stages: asserts, then forced `# ` message", **TWO_STAGE),
+    replace(
+        ASSERTS_AFTER_KNOWN, name="two stages: known assert, asserts, then forced `# ` message", **TWO_STAGE
     ),
     Layout(
         "one print line of calls",

@@ -22,7 +22,7 @@ import yaml
 import azr
 from azr.config import OptimConfig, load_config
 from azr.data_parallel import announce_start, follow, release_followers, spread_over_nodes
-from azr.distributed import SINGLE_PROCESS, init_distributed, shutdown_distributed
+from azr.distributed import SINGLE_PROCESS, World, init_distributed, shutdown_distributed
 from azr.executor import Executor
 from azr.policy import load_policy, save_policy_weights
 from azr.run_dir import RunDir
@@ -66,16 +66,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def update_on_rank(rank: int, world_size: int, port: int, model_dir: Path, out_dir: Path) -> None:
+def join_on_one_machine(rank: int, world_size: int, port: int, local_rank: int | None = None) -> World:
+    """Join a gloo job of `world_size` processes on this machine as `rank`, as torchrun would start it
+    (`local_rank` defaults to the rank: one node)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
         RANK=str(rank),
-        LOCAL_RANK=str(rank),
+        LOCAL_RANK=str(rank if local_rank is None else local_rank),
         WORLD_SIZE=str(world_size),
     )
     torch.set_num_threads(1)
-    world = init_distributed(timedelta(minutes=2))
+    return init_distributed(timedelta(minutes=2))
+
+
+def update_on_rank(rank: int, world_size: int, port: int, model_dir: Path, out_dir: Path) -> None:
+    world = join_on_one_machine(rank, world_size, port)
     try:
         policy = load_policy(model_dir, device="cpu")
         result = policy_update(policy, sgd(policy), fixed_sequences(), OPTIM, world=world)
@@ -124,15 +130,7 @@ def two_updates(policy, world) -> list:
 
 def fsdp_on_rank(rank: int, world_size: int, port: int, model_dir: Path, out_dir: Path) -> None:
     """The sharded updates of `two_updates`, then a checkpoint written (rank 0) and restored (every rank)."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-    )
-    torch.set_num_threads(1)
-    world = init_distributed(timedelta(minutes=2))
+    world = join_on_one_machine(rank, world_size, port)
 
     def sharded(path: Path):
         # Gradient checkpointing as in the GPU presets: FSDP2 then all-gathers again during recomputation.
@@ -256,10 +254,6 @@ def judged(executor: Executor, world) -> dict[str, list]:
 def sandbox_on_rank(rank: int, port: int, model_dir: Path, out_dir: Path) -> None:
     """Two processes that each believe they are the first of their node (LOCAL_RANK 0), so each owns a
     sandbox pool: rank 0 judges through both, then through its own alone; rank 1 follows."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE="2"
-    )
-    torch.set_num_threads(1)
     jobs_run: list[int] = []
     run_jobs = Executor.run_jobs
 
@@ -268,7 +262,7 @@ def sandbox_on_rank(rank: int, port: int, model_dir: Path, out_dir: Path) -> Non
         return run_jobs(self, jobs)
 
     Executor.run_jobs = counted  # the pools' side of spreading; both processes count what they ran
-    world = init_distributed(timedelta(minutes=2))
+    world = join_on_one_machine(rank, 2, port, local_rank=0)
     try:
         if world.is_leader:
             config = load_config("tiny-cpu", [*TINY_SETTINGS, f"model.path={model_dir}"])
