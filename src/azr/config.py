@@ -53,7 +53,7 @@ class ModelConfig(_Strict):
         "float32",
         description="Compute dtype of forward passes (bfloat16 = autocast; master weights stay fp32). "
         "'auto' picks bfloat16 where the device runs it natively (bf16 CUDA GPUs; CPUs with AVX512-BF16 or "
-        "AMX) and float32 elsewhere, where bf16 is emulated (~75x slower than fp32 matmuls on an AVX2 "
+        "AMX) and float32 elsewhere, where bf16 is emulated (~130x slower than fp32 matmuls on an AVX2 "
         "CPU, measured); resolved at load and recorded in config.yaml.",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")

@@ -246,7 +246,8 @@ def resolve_device(device: str) -> torch.device:
 def bf16_is_native(device: torch.device) -> bool:
     """Whether bf16 matmuls run at hardware speed on `device`: bf16-capable CUDA GPUs, and CPUs for which
     oneDNN has a bf16 path (AVX512 cores, AVX512-BF16, AMX). Elsewhere bf16 is emulated: on an AVX2-only
-    CPU (AMD EPYC Milan) a bf16 matmul ran at 1.1 GFLOP/s against 82 GFLOP/s in fp32."""
+    CPU (AMD EPYC Milan) a bf16 matmul ran at 0.9 GFLOP/s against 119 GFLOP/s in fp32
+    (`benchmarks/rollouts.py --bounds-only`)."""
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":

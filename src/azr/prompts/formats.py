@@ -51,10 +51,17 @@ class PromptFormat(ABC):
         self._directory = directory
         self._settings: dict[str, dict] = json.loads(directory.joinpath("format.json").read_text("utf-8"))
         self._templates: dict[str, Template] = {}
+        # Listed once: optional templates are looked up for every prompt.
+        self._template_names = frozenset(
+            entry.name[:-4] for entry in directory.iterdir() if entry.name.endswith(".txt")
+        )
 
     def template_names(self) -> list[str]:
         """Every template of this format version, by file stem."""
-        return sorted(entry.name[:-4] for entry in self._directory.iterdir() if entry.name.endswith(".txt"))
+        return sorted(self._template_names)
+
+    def has_template(self, template: str) -> bool:
+        return template in self._template_names
 
     def render(self, template: str, **fields: str) -> str:
         """Fill template `template` (file stem) with `fields`; a missing field is a KeyError naming it."""

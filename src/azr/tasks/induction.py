@@ -110,9 +110,7 @@ class Induction(TaskType):
         target, examples = references[0], references[1:]
         # A format may lay the proposer's pairs out differently from the solver's (completion v3 indents
         # them in a test function).
-        pair_template = (
-            "induction_propose_pair" if "induction_propose_pair" in fmt.template_names() else "pair"
-        )
+        pair_template = "induction_propose_pair" if fmt.has_template("induction_propose_pair") else "pair"
         shown = "\n\n".join(
             fmt.render(
                 "induction_propose_example",
