@@ -52,9 +52,9 @@ class ModelConfig(_Strict):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "float32",
         description="Compute dtype of forward passes (bfloat16 = autocast; master weights stay fp32). "
-        "'auto' picks bfloat16 where the device runs it natively (bf16 CUDA GPUs; CPUs with AVX512-BF16 or "
-        "AMX) and float32 elsewhere, where bf16 is emulated (~130x slower than fp32 matmuls on an AVX2 "
-        "CPU, measured); resolved at load and recorded in config.yaml.",
+        "'auto' picks bfloat16 where the device runs it natively (bf16 CUDA GPUs; CPUs for which oneDNN "
+        "has a bf16 path: AVX512, AMX) and float32 elsewhere, where bf16 is emulated (~130x slower than "
+        "fp32 matmuls on an AVX2 CPU, measured); resolved at load and recorded in config.yaml.",
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Low-rank adapters (peft).")
