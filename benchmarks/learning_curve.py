@@ -1,0 +1,124 @@
+"""A run's learning curve as tables: every step, then the first k steps against the last k.
+
+    python benchmarks/learning_curve.py RUN_DIR [--window 5]
+
+The first table has one row per step (valid-proposal rate, solve rate, mean rewards, learnability, tasks
+added to the buffers, step and update seconds), each cell `deduction / abduction / induction`. The second
+pools the first and last `--window` steps of each type: counts out of `selfplay.batch_size` draws per step,
+the two rates, and Fisher's exact two-sided p for "the rate did not change", so a rise of a few tasks in
+twenty can be told from chance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from azr.run_dir import RunDir
+
+
+def fisher_exact_p(hits_a: int, total_a: int, hits_b: int, total_b: int) -> float:
+    """Two-sided p of Fisher's exact test on the 2x2 table (hits, misses) x (a, b)."""
+    hits = hits_a + hits_b
+    total = total_a + total_b
+
+    def probability(k: int) -> float:
+        return math.comb(total_a, k) * math.comb(total_b, hits - k) / math.comb(total, hits)
+
+    observed = probability(hits_a)
+    possible = range(max(0, hits - total_b), min(total_a, hits) + 1)
+    # Tables as likely as the observed one count too; the tolerance keeps float ties from dropping it.
+    return min(1.0, sum(p for p in map(probability, possible) if p <= observed * (1 + 1e-9)))
+
+
+def window_counts(records: list[dict[str, Any]], key: str, draws: int) -> tuple[int, int]:
+    """(hits, draws) of a per-step rate over the given steps, skipping steps that did not log it."""
+    rates = [r[key] for r in records if isinstance(r.get(key), int | float)]
+    return sum(round(rate * draws) for rate in rates), draws * len(rates)
+
+
+def _cell(record: dict[str, Any], keys: list[str], digits: int = 2) -> str:
+    def one(key: str) -> str:
+        value = record.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, int | float) else "—"
+
+    return " / ".join(one(key) for key in keys)
+
+
+def step_table(records: list[dict[str, Any]], task_types: list[str]) -> list[str]:
+    columns = {
+        "valid": "valid_rate/{}",
+        "solve rate": "solve_rate/{}",
+        "proposer reward": "reward/{}/propose",
+        "solver reward": "reward/{}/solve",
+        "learnability": "learnability/{}",
+        "buffer added": "buffer_added/{}",
+    }
+    initials = "/".join(name[0] for name in task_types)
+    header = ["step", *(f"{name} {initials}" for name in columns), "step s (update s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for record in records:
+        cells = [str(record["step"])]
+        for name, pattern in columns.items():
+            cells.append(
+                _cell(record, [pattern.format(t) for t in task_types], 0 if name == "buffer added" else 2)
+            )
+        cells.append(f"{record.get('time/step', 0):.0f} ({record.get('time/update', 0):.0f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def window_table(records: list[dict[str, Any]], task_types: list[str], draws: int, window: int) -> list[str]:
+    first, last = records[:window], records[-window:]
+    lines = [
+        f"| rate | type | first {len(first)} steps | last {len(last)} steps | Fisher p |",
+        "|---|---|---|---|---|",
+    ]
+    for name, pattern in (("valid proposals", "valid_rate/{}"), ("solved", "solve_rate/{}")):
+        for task_type in task_types:
+            key = pattern.format(task_type)
+            before = window_counts(first, key, draws)
+            after = window_counts(last, key, draws)
+            if not before[1] or not after[1]:
+                continue
+            p = fisher_exact_p(*before, *after)
+            lines.append(
+                f"| {name} | {task_type} | {before[0]}/{before[1]} = {before[0] / before[1]:.2f} "
+                f"| {after[0]}/{after[1]} = {after[0] / after[1]:.2f} | {p:.2f} |"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--window", type=int, default=5, help="steps pooled at each end (default 5)")
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir)
+    if not run.metrics_path.is_file():
+        print(
+            f"error: {run.metrics_path} does not exist: is {args.run_dir} a run directory?", file=sys.stderr
+        )
+        return 2
+    config = yaml.safe_load(run.config_path.read_text()) or {}
+    selfplay = config.get("selfplay", {})
+    task_types = selfplay.get("task_types", ["deduction", "abduction", "induction"])
+    records = sorted(
+        (r for r in run.read_metrics() if isinstance(r.get("step"), int)), key=lambda r: r["step"]
+    )
+    if not records:
+        print(f"error: {run.metrics_path} has no steps yet", file=sys.stderr)
+        return 2
+    print("\n".join(step_table(records, task_types)))
+    print()
+    print("\n".join(window_table(records, task_types, int(selfplay.get("batch_size", 1)), args.window)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

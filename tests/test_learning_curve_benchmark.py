@@ -1,0 +1,55 @@
+"""benchmarks/learning_curve.py: Fisher's exact test and the first-k against last-k counts of a run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+
+def load_benchmark():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
+    spec = importlib.util.spec_from_file_location("learning_curve", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fisher_exact_matches_known_tables() -> None:
+    fisher = load_benchmark().fisher_exact_p
+    # Fisher's tea-tasting table: 3 of 4 right against 1 of 4.
+    assert fisher(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert fisher(3, 20, 8, 20) == pytest.approx(0.15519, abs=1e-5)
+    assert fisher(0, 20, 0, 20) == 1.0
+    assert fisher(0, 10, 10, 10) == pytest.approx(2 / 184756)
+    assert fisher(2, 5, 2, 5) == pytest.approx(1.0)
+
+
+def write_run(root: Path, valid_induction: list[float]) -> None:
+    root.mkdir()
+    (root / "config.yaml").write_text("selfplay:\n  batch_size: 4\n  task_types: [induction]\n")
+    with (root / "metrics.jsonl").open("w") as out:
+        for step, rate in enumerate(valid_induction, start=1):
+            record = {"step": step, "valid_rate/induction": rate, "time/step": 10.0, "time/update": 5.0}
+            if step != 2:  # a step whose solver batch was empty logs no solve rate
+                record["solve_rate/induction"] = 0.25
+            out.write(json.dumps(record) + "\n")
+
+
+def test_window_pools_first_and_last_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_run(tmp_path / "run", [0.0, 0.25, 0.25, 0.5, 0.75, 1.0])
+    assert load_benchmark().main([str(tmp_path / "run"), "--window", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 2 | 0.25 | — | — | — | — | — | 10 (5) |" in printed
+    assert "| valid proposals | induction | 1/8 = 0.12 | 7/8 = 0.88 |" in printed
+    # step 2 logged no solve rate, so the first window holds one step's 4 draws
+    assert "| solved | induction | 1/4 = 0.25 | 2/8 = 0.25 | 1.00 |" in printed
+
+
+def test_a_directory_without_metrics_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert load_benchmark().main([str(tmp_path)]) == 2
+    assert "is " + str(tmp_path) + " a run directory?" in capsys.readouterr().err
