@@ -69,6 +69,12 @@ def test_unknown_dtype_is_rejected(tiny_model_dir: Path) -> None:
         load_policy(tiny_model_dir, dtype="float16")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("device", [None, "auto", "cpu", torch.device("cpu")])
+def test_device_is_read_as_the_config_reads_it(tiny_model_dir: Path, device, monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert load_policy(tiny_model_dir, device=device).device == torch.device("cpu")
+
+
 def test_corrupt_config_is_a_load_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="Could not load"):

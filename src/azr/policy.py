@@ -178,12 +178,12 @@ def load_policy(
     - a local `.gguf` file, dequantized to float32.
 
     Weights stay float32; `dtype="bfloat16"` enables bf16 autocast via `Policy.autocast()`. With `lora`, only
-    the adapter is trainable. `device` defaults to CUDA when available. Raises `ModelLoadError` with an
-    actionable message for anything that cannot be loaded.
+    the adapter is trainable. `device` (default "auto": CUDA when available) is read by `resolve_device`.
+    Raises `ModelLoadError` with an actionable message for anything that cannot be loaded.
     """
     if dtype not in ("float32", "bfloat16"):
         raise ModelLoadError(f"Unsupported dtype {dtype!r}: use 'float32' or 'bfloat16'.")
-    resolved_device = torch.device(device) if device is not None else _default_device()
+    resolved_device = resolve_device(device or "auto") if not isinstance(device, torch.device) else device
     source, path = _resolve_source(model)
 
     if path.is_dir() and (path / "adapter_config.json").is_file():
