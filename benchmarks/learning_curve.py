@@ -2,11 +2,13 @@
 
     python benchmarks/learning_curve.py RUN_DIR [--window 5]
 
-The first table has one row per step (valid-proposal rate, solve rate, mean rewards, learnability, tasks
-added to the buffers, step and update seconds), each cell `deduction / abduction / induction`. The second
-pools the first and last `--window` steps of each type: counts out of `selfplay.batch_size` draws per step,
-the two rates, and Fisher's exact two-sided p for "the rate did not change", so a rise of a few tasks in
-twenty can be told from chance.
+The first table has one row per step (valid-proposal rate, solve rate, mean rewards, the mean solve rate of
+the step's valid proposals over their learnability samples, tasks added to the buffers, step and update
+seconds), each cell `deduction / abduction / induction`. The second pools the first and last `--window`
+steps of each type: counts out of `selfplay.batch_size` draws per step, the two rates, and Fisher's exact
+two-sided p for "the rate did not change", so a rise of a few tasks in twenty can be told from chance. Its
+"learnable proposals" are those with a positive proposer reward (valid, solved sometimes but not always),
+counted from the run's samples files.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from azr.durable import read_jsonl
 from azr.run_dir import RunDir
 
 
@@ -42,6 +45,23 @@ def window_counts(records: list[dict[str, Any]], key: str, draws: int) -> tuple[
     return sum(round(rate * draws) for rate in rates), draws * len(rates)
 
 
+def add_learnable_rates(
+    records: list[dict[str, Any]], run: RunDir, task_types: list[str], draws: int
+) -> None:
+    """Set `learnable_rate/<type>` on the steps whose samples file exists: the share of the step's
+    proposals whose proposer reward is positive, which only a valid task with 0 < acc < 1 earns."""
+    for record in records:
+        path = run.samples_dir / f"step_{record['step']:06d}.jsonl"
+        if not path.is_file():
+            continue
+        proposals = [s for s in read_jsonl(path) if s.get("role") == "propose"]
+        for task_type in task_types:
+            learnable = sum(
+                1 for s in proposals if s.get("task_type") == task_type and s.get("reward", 0) > 0
+            )
+            record[f"learnable_rate/{task_type}"] = learnable / draws
+
+
 def _cell(record: dict[str, Any], keys: list[str], digits: int = 2) -> str:
     def one(key: str) -> str:
         value = record.get(key)
@@ -56,7 +76,7 @@ def step_table(records: list[dict[str, Any]], task_types: list[str]) -> list[str
         "solve rate": "solve_rate/{}",
         "proposer reward": "reward/{}/propose",
         "solver reward": "reward/{}/solve",
-        "learnability": "learnability/{}",
+        "learnability acc": "learnability/{}",
         "buffer added": "buffer_added/{}",
     }
     initials = "/".join(name[0] for name in task_types)
@@ -79,7 +99,12 @@ def window_table(records: list[dict[str, Any]], task_types: list[str], draws: in
         f"| rate | type | first {len(first)} steps | last {len(last)} steps | Fisher p |",
         "|---|---|---|---|---|",
     ]
-    for name, pattern in (("valid proposals", "valid_rate/{}"), ("solved", "solve_rate/{}")):
+    rates = (
+        ("valid proposals", "valid_rate/{}"),
+        ("learnable proposals", "learnable_rate/{}"),
+        ("solved", "solve_rate/{}"),
+    )
+    for name, pattern in rates:
         for task_type in task_types:
             key = pattern.format(task_type)
             before = window_counts(first, key, draws)
@@ -114,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"error: {run.metrics_path} has no steps yet", file=sys.stderr)
         return 2
+    draws = int(selfplay.get("batch_size", 1))
+    add_learnable_rates(records, run, task_types, draws)
     print("\n".join(step_table(records, task_types)))
     print()
-    print("\n".join(window_table(records, task_types, int(selfplay.get("batch_size", 1)), args.window)))
+    print("\n".join(window_table(records, task_types, draws, args.window)))
     return 0
 
 

@@ -36,6 +36,13 @@ def write_run(root: Path, valid_induction: list[float]) -> None:
             if step != 2:  # a step whose solver batch was empty logs no solve rate
                 record["solve_rate/induction"] = 0.25
             out.write(json.dumps(record) + "\n")
+    (root / "samples").mkdir()
+    proposer_rewards = {1: [0.5, 0.0, -0.5, 0.25], 6: [0.0, 0.0, -1.0, 0.0]}
+    for step, rewards in proposer_rewards.items():
+        samples = [{"role": "propose", "task_type": "induction", "reward": r} for r in rewards]
+        samples.append({"role": "solve", "task_type": "induction", "reward": 1.0})
+        lines = "".join(json.dumps(sample) + "\n" for sample in samples)
+        (root / "samples" / f"step_{step:06d}.jsonl").write_text(lines)
 
 
 def test_window_pools_first_and_last_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,6 +51,8 @@ def test_window_pools_first_and_last_steps(tmp_path: Path, capsys: pytest.Captur
     printed = capsys.readouterr().out
     assert "| 2 | 0.25 | — | — | — | — | — | 10 (5) |" in printed
     assert "| valid proposals | induction | 1/8 = 0.12 | 7/8 = 0.88 |" in printed
+    # only a positive proposer reward (a valid task solved sometimes) counts; steps 2-5 have no samples file
+    assert "| learnable proposals | induction | 2/4 = 0.50 | 0/4 = 0.00 |" in printed
     # step 2 logged no solve rate, so the first window holds one step's 4 draws
     assert "| solved | induction | 1/4 = 0.25 | 2/8 = 0.25 | 1.00 |" in printed
 
