@@ -6,12 +6,14 @@ first test session on a machine pays the one-off ~20 s conversion, every later o
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,6 +26,20 @@ if TYPE_CHECKING:
 # wait turn that contention into 10-50x slower small matmuls (measured: 151 s vs 15 s for the policy and
 # generation tests). libgomp reads this once when torch loads, so torch is imported only inside fixtures.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Import a script of `benchmarks/` (not a package) by its name, e.g. `benchmark_script("gpu_step")`."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 
-def load_benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_step.py"
-    spec = importlib.util.spec_from_file_location("gpu_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def benchmark(benchmark_script) -> ModuleType:
+    return benchmark_script("gpu_step")
 
 
-def test_tiny_cpu_step_prints_rollout_and_update_measures(capsys: pytest.CaptureFixture[str]) -> None:
-    benchmark = load_benchmark()
+def test_tiny_cpu_step_prints_rollout_and_update_measures(
+    benchmark: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["--device", "cpu", "--tiny", "--sequences", "6", "--prompt-tokens", "8", "--response-tokens", "4"]
     assert benchmark.main([*args, "--micro-batch", "3"]) == 0
     printed = capsys.readouterr().out
@@ -25,10 +22,10 @@ def test_tiny_cpu_step_prints_rollout_and_update_measures(capsys: pytest.Capture
         assert measure in printed
 
 
-def test_without_a_gpu_it_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_a_gpu_it_says_so(benchmark: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert load_benchmark().main([]) == 2
+    assert benchmark.main([]) == 2
     assert "no CUDA GPU" in capsys.readouterr().out

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 
-def load_benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
-    spec = importlib.util.spec_from_file_location("learning_curve", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def benchmark(benchmark_script) -> ModuleType:
+    return benchmark_script("learning_curve")
 
 
-def test_fisher_exact_matches_known_tables() -> None:
-    fisher = load_benchmark().fisher_exact_p
+def test_fisher_exact_matches_known_tables(benchmark: ModuleType) -> None:
+    fisher = benchmark.fisher_exact_p
     # Fisher's tea-tasting table: 3 of 4 right against 1 of 4.
     assert fisher(3, 4, 1, 4) == pytest.approx(34 / 70)
     assert fisher(3, 20, 8, 20) == pytest.approx(0.15519, abs=1e-5)
@@ -45,9 +42,11 @@ def write_run(root: Path, valid_induction: list[float]) -> None:
         (root / "samples" / f"step_{step:06d}.jsonl").write_text(lines)
 
 
-def test_window_pools_first_and_last_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_window_pools_first_and_last_steps(
+    benchmark: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_run(tmp_path / "run", [0.0, 0.25, 0.25, 0.5, 0.75, 1.0])
-    assert load_benchmark().main([str(tmp_path / "run"), "--window", "2"]) == 0
+    assert benchmark.main([str(tmp_path / "run"), "--window", "2"]) == 0
     printed = capsys.readouterr().out
     assert "| 2 | 0.25 | — | — | — | — | — | 10 (5) |" in printed
     assert "| valid proposals | induction | 1/8 = 0.12 | 7/8 = 0.88 |" in printed
@@ -58,7 +57,7 @@ def test_window_pools_first_and_last_steps(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_a_directory_without_metrics_is_a_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    benchmark: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert load_benchmark().main([str(tmp_path)]) == 2
+    assert benchmark.main([str(tmp_path)]) == 2
     assert "is " + str(tmp_path) + " a run directory?" in capsys.readouterr().err
