@@ -19,9 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from azr.durable import read_jsonl
+from azr.report import RunData
 from azr.run_dir import RunDir
 
 
@@ -45,17 +43,14 @@ def window_counts(records: list[dict[str, Any]], key: str, draws: int) -> tuple[
     return sum(round(rate * draws) for rate in rates), draws * len(rates)
 
 
-def add_learnable_rates(
-    records: list[dict[str, Any]], run: RunDir, task_types: list[str], draws: int
-) -> None:
-    """Set `learnable_rate/<type>` on the steps whose samples file exists: the share of the step's
+def add_learnable_rates(data: RunData, draws: int) -> None:
+    """Set `learnable_rate/<type>` on the steps that have a samples file: the share of the step's
     proposals whose proposer reward is positive, which only a valid task with 0 < acc < 1 earns."""
-    for record in records:
-        path = run.samples_dir / f"step_{record['step']:06d}.jsonl"
-        if not path.is_file():
+    for record in data.metrics:
+        if record["step"] not in data.samples:
             continue
-        proposals = [s for s in read_jsonl(path) if s.get("role") == "propose"]
-        for task_type in task_types:
+        proposals = [s for s in data.samples[record["step"]] if s.get("role") == "propose"]
+        for task_type in data.task_types():
             learnable = sum(
                 1 for s in proposals if s.get("task_type") == task_type and s.get("reward", 0) > 0
             )
@@ -124,26 +119,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--window", type=int, default=5, help="steps pooled at each end (default 5)")
     args = parser.parse_args(argv)
-    run = RunDir(args.run_dir)
-    if not run.metrics_path.is_file():
-        print(
-            f"error: {run.metrics_path} does not exist: is {args.run_dir} a run directory?", file=sys.stderr
-        )
+    if not RunDir(args.run_dir).metrics_path.is_file():
+        print(f"error: {args.run_dir} has no metrics.jsonl: is it a run directory?", file=sys.stderr)
         return 2
-    config = yaml.safe_load(run.config_path.read_text()) or {}
-    selfplay = config.get("selfplay", {})
-    task_types = selfplay.get("task_types", ["deduction", "abduction", "induction"])
-    records = sorted(
-        (r for r in run.read_metrics() if isinstance(r.get("step"), int)), key=lambda r: r["step"]
-    )
-    if not records:
-        print(f"error: {run.metrics_path} has no steps yet", file=sys.stderr)
+    data = RunData.load(args.run_dir)
+    if not data.metrics:
+        print(f"error: {args.run_dir} has no steps yet", file=sys.stderr)
         return 2
-    draws = int(selfplay.get("batch_size", 1))
-    add_learnable_rates(records, run, task_types, draws)
-    print("\n".join(step_table(records, task_types)))
+    data.metrics.sort(key=lambda record: record["step"])
+    task_types = data.task_types()
+    draws = int(data.config.get("selfplay", {}).get("batch_size", 1))
+    add_learnable_rates(data, draws)
+    print("\n".join(step_table(data.metrics, task_types)))
     print()
-    print("\n".join(window_table(records, task_types, draws, args.window)))
+    print("\n".join(window_table(data.metrics, task_types, draws, args.window)))
     return 0
 
 

@@ -60,4 +60,4 @@ def test_a_directory_without_metrics_is_a_clear_error(
     benchmark: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert benchmark.main([str(tmp_path)]) == 2
-    assert "is " + str(tmp_path) + " a run directory?" in capsys.readouterr().err
+    assert f"{tmp_path} has no metrics.jsonl: is it a run directory?" in capsys.readouterr().err
