@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from azr.generation import SamplingParams, TransformersBackend
+from azr.engines import SamplingParams
+from azr.engines.transformers_backend import TransformersBackend
 from azr.models import MODELS
 from azr.policy import (
     load_policy,

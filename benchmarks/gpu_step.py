@@ -28,7 +28,8 @@ from rich.table import Table
 from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from azr.config import OptimConfig
-from azr.generation import GenerationBackend, SamplingParams, TransformersBackend
+from azr.engines import GenerationBackend, SamplingParams
+from azr.engines.transformers_backend import TransformersBackend
 from azr.policy import load_policy, named_model_path
 from azr.update import TrainingSequence, make_optimizer, policy_update
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rows.append(("peak memory after rollout, GB (GPU; CPU: RSS)", f"{peak_memory_gb(args.device):.2f}"))
         try:
-            from azr.vllm_backend import VllmBackend
+            from azr.engines.vllm_backend import VllmBackend
 
             vllm_backend = VllmBackend.launch(policy, gpu_memory_utilization=0.3, sleep_level=1, seed=0)
         except ImportError:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from azr.config import GenerationConfig
+from azr.engines import SamplingParams, make_backend
 from azr.executor import Executor, ExecutorConfig
-from azr.generation import SamplingParams, make_backend
 from azr.models import MODELS
 from azr.parsing import BadFormat, normalize_arguments, one_line
 from azr.policy import load_policy

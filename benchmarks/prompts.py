@@ -17,8 +17,9 @@ import time
 
 import torch
 
+from azr.engines import SamplingParams
+from azr.engines.transformers_backend import TransformersBackend
 from azr.executor import Executor, ExecutorConfig
-from azr.generation import SamplingParams, TransformersBackend
 from azr.models import MODELS
 from azr.parsing import BadFormat
 from azr.policy import load_policy

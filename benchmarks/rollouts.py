@@ -21,9 +21,10 @@ from rich.console import Console
 from rich.table import Table
 
 from azr.config import GenerationConfig
-from azr.generation import SamplingParams, make_backend
+from azr.devices import bf16_is_native
+from azr.engines import SamplingParams, make_backend
 from azr.models import MODELS
-from azr.policy import bf16_is_native, load_policy
+from azr.policy import load_policy
 from azr.prompts import get_format
 from azr.tasks import get_task_type, load_seed_tasks, shipped_seed_path
 

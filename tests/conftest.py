@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from azr.generation import TransformersBackend
+    from azr.engines.transformers_backend import TransformersBackend
     from azr.policy import Policy
 
 # The tests share two cores with sandbox workers and other processes. OpenMP threads that spin while they
@@ -83,7 +83,7 @@ def tiny_policy(tiny_model_dir: Path) -> Policy:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_policy: Policy) -> TransformersBackend:
     """A transformers generation backend on `tiny_policy`."""
-    from azr.generation import TransformersBackend
+    from azr.engines.transformers_backend import TransformersBackend
 
     return TransformersBackend.from_policy(tiny_policy, max_batch_size=4)
 

@@ -119,7 +119,7 @@ def test_prompt_version_resolves_to_the_newest_and_is_recorded():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_dtype_resolves_to_bf16_only_where_the_device_runs_it_natively(monkeypatch, native):
-    import azr.policy
+    import azr.devices
 
     seen = []
 
@@ -127,7 +127,7 @@ def test_auto_dtype_resolves_to_bf16_only_where_the_device_runs_it_natively(monk
         seen.append(device.type)
         return native
 
-    monkeypatch.setattr(azr.policy, "bf16_is_native", bf16_is_native)
+    monkeypatch.setattr(azr.devices, "bf16_is_native", bf16_is_native)
     config = load_config("tiny-cpu", ["model.dtype=auto", "device=cpu"])
     assert config.model.dtype == ("bfloat16" if native else "float32") and seen == ["cpu"]
     # What was resolved is what config.yaml records, so a resumed run computes as the run did.
@@ -137,7 +137,7 @@ def test_auto_dtype_resolves_to_bf16_only_where_the_device_runs_it_natively(monk
 def test_bf16_native_check_answers_for_this_machine():
     import torch
 
-    from azr.policy import bf16_is_native
+    from azr.devices import bf16_is_native
 
     assert isinstance(bf16_is_native(torch.device("cpu")), bool)
     assert not bf16_is_native(torch.device("meta"))

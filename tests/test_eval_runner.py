@@ -11,12 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from azr.cli import app
+from azr.engines import Completion, GenerationBackend, SamplingParams
 from azr.evaluation.benchmarks import BenchmarkError, load_benchmark, parse_benchmark_file_option
 from azr.evaluation.cli import resolve_model_path
 from azr.evaluation.prompting import build_prompt
 from azr.evaluation.runner import evaluate, pass_at_k
 from azr.executor import Executor, ExecutorConfig
-from azr.generation import Completion, GenerationBackend, SamplingParams
 from azr.run_dir import COMPLETE_MARKER
 
 

@@ -9,15 +9,9 @@ import pytest
 import torch
 
 from azr.config import GenerationConfig
-from azr.generation import (
-    Completion,
-    SamplingParams,
-    SnapshotBackend,
-    TransformersBackend,
-    _top_p_filter,
-    chat_prompt,
-    make_backend,
-)
+from azr.engines import Completion, SamplingParams, chat_prompt, make_backend
+from azr.engines.snapshot import SnapshotBackend
+from azr.engines.transformers_backend import TransformersBackend, _top_p_filter
 from azr.policy import LoraSettings, Policy, load_policy, pack_sequences, sequence_logprobs
 
 PROMPTS = [

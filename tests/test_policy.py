@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from azr import policy as policy_module
-from azr.generation import SamplingParams, TransformersBackend, chat_prompt
+from azr.engines import SamplingParams, chat_prompt
+from azr.engines.transformers_backend import TransformersBackend
 from azr.models import NamedModel
 from azr.policy import (
     CONVERSION_MARKER,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from azr.config import load_config
-from azr.generation import Completion, GenerationBackend, SamplingParams
+from azr.engines import Completion, GenerationBackend, SamplingParams
 from azr.run_dir import RunDir
 from azr.trainer import Trainer
 

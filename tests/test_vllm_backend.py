@@ -1,5 +1,5 @@
 """The vLLM rollout backend against a fake engine with the vLLM API surface it uses (vLLM itself needs a
-GPU and is not installed here): the generation contract of `azr.generation`, weight pushes after an
+GPU and is not installed here): the generation contract of `azr.engines.base`, weight pushes after an
 update (LoRA merged), sleep/wake between rollouts, and the errors of a missing vLLM."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from azr.config import ConfigError, load_config
-from azr.generation import SamplingParams, make_backend
+from azr.engines import SamplingParams, make_backend
+from azr.engines.vllm_backend import VllmBackend
 from azr.policy import LoraSettings, load_policy
-from azr.vllm_backend import VllmBackend
 
 
 @dataclass

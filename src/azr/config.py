@@ -65,7 +65,7 @@ class GenerationConfig(_Strict):
 
     backend: Literal["transformers", "transformers-bf16", "transformers-int8", "vllm"] = Field(
         "transformers",
-        description="Rollout engine, built by `azr.generation.make_backend`: 'transformers' samples with "
+        description="Rollout engine, built by `azr.engines.make_backend`: 'transformers' samples with "
         "the trainer's own model in this process; 'transformers-bf16' / 'transformers-int8' sample from "
         "their own bf16 or int8-quantised copy of the weights (faster CPU decoding), refreshed after every "
         "update; 'vllm' runs a vLLM engine colocated on the trainer's GPU (needs `pip install 'azr[gpu]'` "
@@ -278,7 +278,7 @@ class TrainConfig(_Strict):
                 "another numeric path, so PPO ratios against them are not 1 on-policy)"
             )
         if self.model.dtype == "auto":
-            from azr.policy import bf16_is_native, resolve_device
+            from azr.devices import bf16_is_native, resolve_device
 
             self.model.dtype = "bfloat16" if bf16_is_native(resolve_device(self.device)) else "float32"
         if self.distributed.sharding == "fsdp2":

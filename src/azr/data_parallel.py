@@ -41,8 +41,8 @@ import torch
 
 from azr.config import TrainConfig
 from azr.distributed import World
+from azr.engines import Completion, GenerationBackend, SamplingParams, make_backend, per_prompt_params
 from azr.executor import Executor
-from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend, per_prompt_params
 from azr.policy import load_frozen_reference
 from azr.sharding import full_state_dicts, load_training_policy, restore_optimizer
 from azr.update import TrainingSequence, make_optimizer, policy_update

@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from azr.config import ModelConfig
+from azr.devices import resolve_device
 from azr.models import CONVERSION_MARKER, EMBEDDED, MODELS, ModelLoadError, get_model, is_named_model
 
 # Written next to a saved LoRA adapter so that `load_policy` can find the base model again.
@@ -197,7 +198,7 @@ def load_policy(
 
     if gradient_checkpointing:
         # Non-reentrant checkpointing needs no `enable_input_require_grads` hack for frozen embeddings.
-        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     hf_model.to(resolved_device)
     return Policy(
         model=hf_model,
@@ -232,30 +233,6 @@ def load_frozen_reference(model: ModelConfig) -> torch.nn.Module:
     reference = load_policy(model.path, dtype=model.dtype).model
     reference.requires_grad_(False)
     return reference.eval()
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device: str) -> torch.device:
-    """A `TrainConfig.device` value as a torch device ('auto': cuda when available)."""
-    return _default_device() if device == "auto" else torch.device(device)
-
-
-def bf16_is_native(device: torch.device) -> bool:
-    """Whether bf16 matmuls run at hardware speed on `device`: bf16-capable CUDA GPUs, and CPUs for which
-    oneDNN has a bf16 path (AVX512 cores, AVX512-BF16, AMX). Elsewhere bf16 is emulated: on an AVX2-only
-    CPU (AMD EPYC Milan) a bf16 matmul ran at 0.9 GFLOP/s against 119 GFLOP/s in fp32
-    (`benchmarks/rollouts.py --bounds-only`)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
 
 
 def _resolve_source(model: str | Path | None) -> tuple[str, Path]:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from azr.engines.base import Completion
 from azr.executor import Verdict
-from azr.generation import Completion
 from azr.parsing import BadFormat
 from azr.rewards import RewardConfig, proposer_reward, solve_rate, solver_reward
 from azr.tasks import Proposal, ProposerPrompt, Role, Task, Validation

@@ -15,7 +15,7 @@ before its backward) and its gradients are reduce-scattered after it. What that 
   rank with the largest share; the extra ones carry weight 0 (azr.update);
 - generation: no rank holds a whole weight, so rollouts come from an engine with its own full copy
   (`transformers-bf16` or `vllm`), refreshed after every update by gathering the shards one tensor at a
-  time (`azr.generation.merged_weights`);
+  time (`azr.engines.weights.merged_weights`);
 - checkpoints: all ranks gather the shards into the usual full state dicts and rank 0 writes them, so a
   run directory looks the same with or without sharding; on resume every rank reads them and keeps its
   own slice (`restore_optimizer`).
@@ -37,8 +37,9 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from azr.config import TrainConfig
+from azr.devices import resolve_device
 from azr.distributed import World
-from azr.policy import Policy, load_configured_policy, resolve_device
+from azr.policy import Policy, load_configured_policy
 
 log = logging.getLogger(__name__)
 

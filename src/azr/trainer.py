@@ -43,8 +43,8 @@ from azr.data_parallel import (
     spread_over_nodes,
 )
 from azr.distributed import SINGLE_PROCESS, World
+from azr.engines import Completion, GenerationBackend, SamplingParams, make_backend
 from azr.executor import Executor, Verdict
-from azr.generation import Completion, GenerationBackend, SamplingParams, make_backend
 from azr.metrics import MetricsWriter
 from azr.policy import load_frozen_reference, save_policy_weights
 from azr.prompts import get_format

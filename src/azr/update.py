@@ -42,7 +42,7 @@ class TrainingSequence:
     group: str  # "<task type>/<role>", one baseline each
     prompt_ids: Sequence[int]
     response_ids: Sequence[int]
-    logprobs: Sequence[float]  # at sampling time, temperature 1 (see azr.generation); unused when recomputed
+    logprobs: Sequence[float]  # at sampling time, temperature 1 (azr.engines.base); unused when recomputed
     reward: float
 
 

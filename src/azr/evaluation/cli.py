@@ -137,10 +137,10 @@ def eval_command(
 ) -> None:
     """Evaluate a model on offline benchmarks (greedy pass@1 by default); code is only run in the sandbox."""
     from azr.config import GenerationConfig
+    from azr.engines import BACKENDS, make_backend
     from azr.evaluation.benchmarks import BenchmarkError, load_benchmark
     from azr.evaluation.runner import evaluate
     from azr.executor import Executor, ExecutorConfig
-    from azr.generation import BACKENDS, make_backend
     from azr.policy import ModelLoadError, load_policy
 
     if prompt_style not in PROMPT_STYLES:

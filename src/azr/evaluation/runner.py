@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from azr.engines import GenerationBackend, SamplingParams, chat_prompt
 from azr.evaluation.benchmarks import Problem, load_benchmark
 from azr.evaluation.graders import Grade, submit_grade
 from azr.evaluation.math_grading import MathGrader
@@ -26,7 +27,6 @@ from azr.evaluation.prompting import (
     resolve_style,
 )
 from azr.executor import Executor
-from azr.generation import GenerationBackend, SamplingParams, chat_prompt
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

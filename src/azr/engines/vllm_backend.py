@@ -6,7 +6,7 @@ Written against vLLM 0.33 (`pip install 'azr[gpu]'`) and its documented offline 
 (name, tensor) pairs in Hugging Face naming. It has NOT been run on a GPU: the tests drive it with a fake
 engine that mimics exactly that surface.
 
-How it meets the `azr.generation` contract:
+How it meets the `azr.engines.base` contract:
 
 - prompts go in as token ids (`{"prompt_token_ids": ...}`), tokenized by the trainer's tokenizer, so
   `prompt_ids` are exactly what the update scores;
@@ -33,7 +33,8 @@ from typing import Any
 
 import torch
 
-from azr.generation import Completion, GenerationBackend, SamplingParams, merged_weights, per_prompt_params
+from azr.engines.base import Completion, GenerationBackend, SamplingParams, per_prompt_params
+from azr.engines.weights import merged_weights
 from azr.policy import Policy
 
 VLLM_PIN = "vllm==0.33.0"
