@@ -166,9 +166,26 @@ class OptimConfig(_Strict):
     )
     recompute_logprobs: bool = Field(
         False,
-        description="Score the behaviour log-probs with the trainer's model before the update instead of "
-        "using the rollout engine's (one extra forward pass; exact PPO ratios when the engine computes "
-        "in another numeric path, as vLLM does). LoRA dropout makes the recomputed values noisy.",
+        description="Take the behaviour log-probs from the trainer's model instead of the rollout engine's "
+        "(exact PPO ratios when the engine computes in another numeric path, as vLLM and the int8 copy "
+        "do). No extra forward pass: with one optimizer step per self-play step the parameters have not "
+        "moved since sampling, so the update's own forward, detached, gives them (ratio exactly 1; "
+        "`update/engine_ratio` shows what the engine's would have given). With LoRA dropout that forward "
+        "is one dropout draw, the same one for both, where a second pass would clip random tokens.",
+    )
+    separate_logprob_pass: bool = Field(
+        False,
+        description="With recompute_logprobs: score the behaviour log-probs in a no-grad forward pass of "
+        "their own before each micro-batch's backward, as the update did before issue 17. The same values "
+        "up to float rounding for one more forward pass; kept to reproduce that update side by side "
+        "(benchmarks/train_step.py --compare).",
+    )
+    share_prompt_prefix: bool = Field(
+        True,
+        description="Forward a prompt prefix shared by several trained sequences (a (type, role) header; "
+        "whole prompts with selfplay.shared_references / shared_solver_examples) once, with its keys and "
+        "values reused by each of them and its backward run once (azr.shared_prefix; exact). Off, or with "
+        "gradient checkpointing or FSDP2 sharding, every sequence is forwarded whole.",
     )
 
 

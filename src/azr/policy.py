@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache
 
 from azr.config import ModelConfig
 from azr.devices import resolve_device
@@ -406,6 +407,7 @@ def sequence_logprobs(
     *,
     temperature: float = 1.0,
     chunk_size: int = 256,
+    past_key_values: Cache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability and entropy of the next-token distribution at every response token.
 
@@ -413,6 +415,10 @@ def sequence_logprobs(
     `(token_logprobs, token_entropy)`, both float32 `[B, R]`, zero where the mask is False. The value at
     `[b, j]` scores token `input_ids[b, T - R + j]` under `log_softmax(logits / temperature)` computed from
     the prefix before it.
+
+    `past_key_values` holds the keys and values of columns before `input_ids` (a shared prompt prefix,
+    `azr.shared_prefix`); `attention_mask` then covers those columns too, `[B, past + T]`. The forward
+    appends this call's keys and values to it, so each call needs a cache of its own.
 
     Memory stays bounded: the decoder runs once, then the vocabulary projection and log-softmax run over
     `chunk_size` response tokens at a time (masked tokens are skipped), and each chunk is recomputed during
@@ -427,6 +433,12 @@ def sequence_logprobs(
         raise ValueError(
             f"response_mask {tuple(response_mask.shape)} does not fit input_ids {(batch, total_len)}."
         )
+    past = past_key_values.get_seq_length() if past_key_values is not None else 0
+    if tuple(attention_mask.shape) != (batch, past + total_len):
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} does not cover {past} cached and {total_len} new "
+            "columns."
+        )
 
     # The whole model runs, not just its decoder, so that what wraps the model's own forward (FSDP2's
     # all-gathers and reduce-scatters) takes part; the decoder's output is kept by a hook, and the model
@@ -439,7 +451,8 @@ def sequence_logprobs(
         model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
+            position_ids=position_ids_from_mask(attention_mask)[:, past:],
+            past_key_values=past_key_values,
             use_cache=False,
             logits_to_keep=1,
         )
