@@ -45,11 +45,12 @@ def window_counts(records: list[dict[str, Any]], key: str, draws: int) -> tuple[
 
 def add_learnable_rates(data: RunData, draws: int) -> None:
     """Set `learnable_rate/<type>` on the steps that have a samples file: the share of the step's
-    proposals whose proposer reward is positive, which only a valid task with 0 < acc < 1 earns."""
+    proposals whose proposer reward is positive, which only a valid task with 0 < acc < 1 earns. A step
+    without proposals (a solver-only run) gets none."""
     for record in data.metrics:
-        if record["step"] not in data.samples:
+        proposals = [s for s in data.samples.get(record["step"], []) if s.get("role") == "propose"]
+        if not proposals:
             continue
-        proposals = [s for s in data.samples[record["step"]] if s.get("role") == "propose"]
         for task_type in data.task_types():
             learnable = sum(
                 1 for s in proposals if s.get("task_type") == task_type and s.get("reward", 0) > 0

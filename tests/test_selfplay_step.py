@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from azr.config import load_config
 from azr.engines import Completion, GenerationBackend, SamplingParams
 from azr.run_dir import RunDir
+from azr.tasks import Task, shipped_seed_path
 from azr.trainer import Trainer
 
 B = 3
@@ -247,3 +249,93 @@ def test_resume_drops_the_flags_of_steps_after_the_checkpoint(make_trainer, tiny
         assert {json.loads(line)["step"] for line in flags_path.read_text().splitlines()} == {1}
     finally:
         resumed.close()
+
+
+@pytest.fixture(scope="module")
+def few_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 16 shipped seed tasks of each kind in one file: varied references, validated in seconds."""
+    rows = [
+        line for kind in ("io", "induction") for line in shipped_seed_path(kind).read_text().splitlines()[:16]
+    ]
+    path = tmp_path_factory.mktemp("seeds") / "few.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_unshared_proposer_prompts_each_draw_their_own_references_in_turn(make_trainer, few_seeds) -> None:
+    trainer = make_trainer(
+        distinct_valid_proposals(), f"selfplay.seed_file={few_seeds}", "selfplay.max_prompt_tokens=6144"
+    )
+    rng = random.Random(trainer.config.seed)  # the trainer's rng before its first step
+    expected = [
+        task_type.proposer_prompt(trainer.fmt, task_type.proposer_references(trainer.buffers, rng, 2)).text
+        for task_type in trainer.task_types.values()
+        for _ in range(B)
+    ]
+    assert [proposal.prompt for proposal in trainer.propose()] == expected
+    assert len(set(expected)) == len(expected)
+
+
+def test_shared_references_give_a_steps_proposer_prompts_of_a_type_one_draw(make_trainer, few_seeds) -> None:
+    trainer = make_trainer(
+        distinct_valid_proposals(),
+        f"selfplay.seed_file={few_seeds}",
+        "selfplay.shared_references=true",
+        "selfplay.references=3",
+        "selfplay.max_prompt_tokens=6144",
+    )
+    steps = []
+    for budget in (6144, 400):  # the second budget makes the induction prompts drop examples
+        trainer.config.selfplay.max_prompt_tokens = budget
+        trainer.step += 1
+        steps.append(trainer.propose())
+    for proposals, shown in zip(steps, (3, None), strict=True):
+        for name in ("deduction", "abduction"):
+            prompts = {p.prompt for p in proposals if p.task_type == name}
+            assert len(prompts) == 1  # same references, same prompt: B samples of one prompt
+        induction = [p.proposer_prompt for p in proposals if p.task_type == "induction"]
+        # The worked examples are shared and come first; each prompt keeps a program of its own.
+        assert len({prompt.references[1:] for prompt in induction}) == 1
+        assert len({prompt.program for prompt in induction}) > 1
+        examples_end = induction[0].text.index(induction[0].program)
+        assert all(p.text[:examples_end] == induction[0].text[:examples_end] for p in induction)
+        if shown is not None:
+            assert all(len(prompt.references) == shown for prompt in induction)
+    # Over the smaller budget every induction prompt dropped the same examples.
+    assert len(steps[1][-1].proposer_prompt.references) < 3
+    assert steps[0][0].prompt != steps[1][0].prompt  # each step draws again
+
+
+def test_shared_solver_examples_give_a_steps_solver_prompts_of_a_type_one_draw(
+    make_trainer, few_seeds
+) -> None:
+    trainer = make_trainer(
+        distinct_valid_proposals(),
+        f"selfplay.seed_file={few_seeds}",
+        "selfplay.solver_examples=2",
+        "selfplay.max_prompt_tokens=6144",
+        "selfplay.shared_solver_examples=true",
+    )
+    shown: dict[str, list[tuple[Task, tuple[Task, ...]]]] = defaultdict(list)
+    for name, task_type in trainer.task_types.items():
+        render = task_type.solver_prompt
+
+        def record(fmt, task, examples=(), name=name, render=render):
+            shown[name].append((task, tuple(examples)))
+            return render(fmt, task, examples)
+
+        task_type.solver_prompt = record
+    for step in (1, 2):
+        if step == 2:  # nothing valid: the solver batch comes from the buffer, no learnability prompts
+            trainer.backend.respond = lambda task_type, role, prompt: (
+                "not code" if role == "propose" else "@@@"
+            )
+        shown.clear()
+        trainer.train_step()
+        for name in ("deduction", "abduction", "induction"):
+            asked = shown[name]
+            assert len(asked) == B  # step 1: one per fresh task (its learnability samples); step 2: the batch
+            drawn = {example for _, examples in asked for example in examples}
+            assert len(drawn) <= 3  # one draw: the examples and one spare
+            for task, examples in asked:
+                assert len(examples) == 2 and all(e.program != task.program for e in examples)

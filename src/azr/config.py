@@ -96,6 +96,19 @@ class GenerationConfig(_Strict):
 class SelfPlayConfig(_Strict):
     """The self-play step: task types, prompts, batch sizes and buffers."""
 
+    mode: Literal["self-play", "solver-only"] = Field(
+        "self-play",
+        description="'self-play' is Absolute Zero: propose, validate, solve, and train both roles. "
+        "'solver-only' is the RLVR control: no proposer; each step the solver gets B tasks per type drawn "
+        "from the fixed split `train_tasks`, with the same solver prompts, rewards and update.",
+    )
+    train_tasks: str | None = Field(
+        None,
+        description="solver-only: the fixed training split, a JSONL file in the seed-file format "
+        "(`azr.tasks.load_seed_tasks`; `package:<path>` is a file inside the installed azr package, "
+        "'builtin' the shipped seed programs of `seed_file: builtin`). Re-validated in our sandbox, "
+        "loaded into the buffers at step 0 and never changed; solver examples are drawn from it.",
+    )
     task_types: list[Literal["deduction", "abduction", "induction"]] = Field(
         default_factory=lambda: list(TASK_TYPE_NAMES),
         min_length=1,
@@ -122,6 +135,17 @@ class SelfPlayConfig(_Strict):
     solver_examples: int = Field(
         2, ge=0, description="Solved buffer tasks shown before a solver question (completion format only)."
     )
+    shared_references: bool = Field(
+        False,
+        description="One reference draw per (task type, step) for its B proposer prompts, so that they "
+        "share a long prefix the engine and the update can compute once (induction shares its worked "
+        "examples; each prompt still gets its own program). Off: every prompt draws its own.",
+    )
+    shared_solver_examples: bool = Field(
+        False,
+        description="One solver-example draw per (task type, step) for every solver prompt of that type "
+        "(a task is never shown itself as an example). Off: every prompt draws its own.",
+    )
     max_prompt_tokens: int = Field(
         6144,
         ge=64,
@@ -131,7 +155,8 @@ class SelfPlayConfig(_Strict):
     seed_file: str | None = Field(
         None,
         description="Optional JSONL of model-written triplets loaded into the buffers before seeding; "
-        "'builtin' uses the shipped Qwen2.5-Coder-7B seed programs.",
+        "'builtin' uses the shipped Qwen2.5-Coder-7B seed programs, `package:<path>` a file inside the "
+        "installed azr package.",
     )
     seed_buffer_size: int = Field(
         0,
@@ -141,6 +166,30 @@ class SelfPlayConfig(_Strict):
     seed_max_proposals: int = Field(
         0, ge=0, description="Proposals the seeding phase may spend per type (0 = 20 x seed_buffer_size)."
     )
+
+    @property
+    def roles_trained(self) -> int:
+        """Roles with a trained batch each step: proposer and solver, or the solver alone."""
+        return 1 if self.mode == "solver-only" else 2
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> SelfPlayConfig:
+        if self.mode == "solver-only":
+            if not self.train_tasks:
+                raise ValueError(
+                    "selfplay.mode solver-only trains on a fixed split: set selfplay.train_tasks"
+                )
+            if self.seed_file or self.seed_buffer_size:
+                raise ValueError(
+                    "selfplay.mode solver-only has no proposer and its buffers are selfplay.train_tasks "
+                    "alone: set selfplay.seed_file: null and selfplay.seed_buffer_size: 0"
+                )
+        elif self.train_tasks:
+            raise ValueError(
+                "selfplay.train_tasks is the split of selfplay.mode solver-only; self-play starts from "
+                "selfplay.seed_file"
+            )
+        return self
 
 
 class OptimConfig(_Strict):
@@ -278,16 +327,16 @@ class TrainConfig(_Strict):
 
     @property
     def sequences_per_step(self) -> int:
-        """Trained sequences in one step: B per (task type, role)."""
-        return 2 * len(self.selfplay.task_types) * self.selfplay.batch_size
+        """Trained sequences in one step: B per (task type, role trained)."""
+        return self.selfplay.roles_trained * len(self.selfplay.task_types) * self.selfplay.batch_size
 
     @model_validator(mode="after")
     def _resolve_and_check(self) -> TrainConfig:
         if self.optim.micro_batch_size > self.sequences_per_step:
             raise ValueError(
                 f"optim.micro_batch_size ({self.optim.micro_batch_size}) is larger than a whole step's "
-                f"batch (2 roles x {len(self.selfplay.task_types)} task types x selfplay.batch_size = "
-                f"{self.sequences_per_step})"
+                f"batch ({self.selfplay.roles_trained} roles x {len(self.selfplay.task_types)} task types x "
+                f"selfplay.batch_size = {self.sequences_per_step})"
             )
         if self.generation.backend == "vllm" and not self.optim.recompute_logprobs:
             raise ValueError(

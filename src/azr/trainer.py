@@ -16,6 +16,12 @@ second sample: both are drawn from the same policy, the same prompt and the same
 update, so the trained answer has exactly the distribution the paper's separate solve phase draws from,
 and the step saves one generation per fresh task. The other n − 1 samples are scored, not trained on,
 as in the paper.
+
+`selfplay.mode: solver-only` is the RLVR control: the same solver prompts, rewards and update, without a
+proposer. Its buffers hold the fixed split `selfplay.train_tasks` and nothing else, and never change; each
+step draws B tasks per type from them (the trainer's rng, so a resumed run draws the same), solves them in
+one generation call, judges them and trains the `<type>/solve` groups. Its metrics keep the self-play keys
+that mean the same thing (solve_rate/<type>, reward/<type>/solve, update/*, time/*).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +40,7 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from azr.buffer import open_buffers, task_key
-from azr.config import TrainConfig
+from azr.config import ConfigError, TrainConfig
 from azr.data_parallel import (
     ShardedBackend,
     announce_checkpoint,
@@ -69,6 +76,16 @@ def seed_everything(seed: int) -> None:
 def step_seed(base_seed: int, step: int, call: int) -> int:
     """A distinct, reproducible sampling seed per (step, generation call): a resumed step samples the same."""
     return (base_seed * 1_000_003 + step * 101 + call) % (2**62)
+
+
+def task_file_path(spec: str, task_type: TaskType) -> Path:
+    """The JSONL file a `seed_file` / `train_tasks` setting names for `task_type`: 'builtin' is the shipped
+    seed file of its seed set, `package:<path>` a file inside the installed azr package, else a path."""
+    if spec == "builtin":
+        return shipped_seed_path(task_type.seed_set)
+    if spec.startswith("package:"):
+        return Path(str(resources.files("azr").joinpath(spec.removeprefix("package:"))))
+    return Path(spec)
 
 
 def training_sequences(rollouts: Sequence[Rollout]) -> list[TrainingSequence]:
@@ -144,8 +161,11 @@ class Trainer:
     # the step
 
     def train_step(self, on_phase: StepCallback = lambda phase: None) -> dict[str, Any]:
-        """One self-play step over every task type, in the paper's order; returns its metrics."""
+        """One self-play step over every task type, in the paper's order (or one solver-only step, in
+        `selfplay.mode: solver-only`); returns its metrics."""
         self.step += 1
+        if self.config.selfplay.mode == "solver-only":
+            return self.solver_only_step(on_phase)
         clock = PhaseClock()
         on_phase("propose")
         proposals = self.propose()
@@ -167,12 +187,56 @@ class Trainer:
         clock.lap("update")
         return self.record(proposals, solutions, added, update_metrics, clock.timings)
 
+    def solver_only_step(self, on_phase: StepCallback = lambda phase: None) -> dict[str, Any]:
+        """The control's step (the caller has advanced `self.step`): solve B split tasks per type, judge,
+        reward, update; nothing is proposed and the buffers do not change."""
+        clock = PhaseClock()
+        on_phase("solve")
+        solutions = self.solve_split()
+        clock.lap("solve")
+        on_phase("judge")
+        self.judge(solutions)
+        clock.lap("judge")
+        assign_rewards(solutions, self.config.rewards)
+        on_phase("update")
+        update_metrics = self.update(solutions)
+        clock.lap("update")
+        return self.record([], solutions, {}, update_metrics, clock.timings)
+
+    def solve_split(self) -> list[Rollout]:
+        """solver-only, one generation call: B tasks per type drawn uniformly from the fixed split, each
+        with a solver prompt built as in self-play."""
+        solutions = []
+        for name, task_type in self.task_types.items():
+            drawn = self._shared_solver_examples(task_type)
+            for task in self.buffers[name].sample_solver_batch(self.rng, self.config.selfplay.batch_size):
+                prompt = self._solver_prompt(task_type, task, drawn)
+                solutions.append(Rollout(name, "solve", prompt, task=task))
+        self._generate(solutions, call=1)
+        return solutions
+
     def propose(self) -> list[Rollout]:
         """Generation call 1: B proposals of every task type."""
+        cfg = self.config.selfplay
         proposals = []
         for name, task_type in self.task_types.items():
-            for _ in range(self.config.selfplay.batch_size):
-                prompt = self._proposer_prompt(task_type)
+            if cfg.shared_references:
+                draws = task_type.shared_proposer_references(
+                    self.buffers, self.rng, cfg.references, cfg.batch_size
+                )
+            else:  # each prompt draws its own, in turn
+                draws = [None] * cfg.batch_size
+            prompts = [self._proposer_prompt(task_type, references) for references in draws]
+            if cfg.shared_references:
+                # A prompt cut to fit the token budget cuts the others alike, so the prefix stays shared.
+                kept = min(len(prompt.references) for prompt in prompts)
+                prompts = [
+                    task_type.proposer_prompt(self.fmt, prompt.references[:kept])
+                    if len(prompt.references) > kept
+                    else prompt
+                    for prompt in prompts
+                ]
+            for prompt in prompts:
                 proposals.append(Rollout(name, "propose", prompt.text, proposer_prompt=prompt))
         self._generate(proposals, call=0)
         return proposals
@@ -206,10 +270,11 @@ class Trainer:
         proposal. Returns the solver rollouts, B per type, in batch order."""
         solutions, to_generate = [], []
         for name, task_type in self.task_types.items():
+            drawn = self._shared_solver_examples(task_type)
             fresh = {}  # this step's distinct valid tasks, each with the first proposal that made it
             for proposal in proposals:
                 if proposal.task_type == name and proposal.valid:
-                    proposal.learnability = self._learnability_samples(task_type, proposal.task)
+                    proposal.learnability = self._learnability_samples(task_type, proposal.task, drawn)
                     to_generate += proposal.learnability
                     fresh.setdefault(task_key(proposal.task), proposal)
             batch = self.buffers[name].sample_solver_batch(
@@ -221,14 +286,17 @@ class Trainer:
                     proposal.learnability[0].trained = True
                     solutions.append(proposal.learnability[0])
                 else:
-                    solutions.append(Rollout(name, "solve", self._solver_prompt(task_type, task), task=task))
+                    prompt = self._solver_prompt(task_type, task, drawn)
+                    solutions.append(Rollout(name, "solve", prompt, task=task))
                     to_generate.append(solutions[-1])
         self._generate(to_generate, call=1)
         return solutions
 
-    def _learnability_samples(self, task_type: TaskType, task: Task) -> list[Rollout]:
+    def _learnability_samples(
+        self, task_type: TaskType, task: Task, drawn: Sequence[Task] | None
+    ) -> list[Rollout]:
         """n solver rollouts on one prompt for `task`, scored to estimate its solve rate."""
-        prompt = self._solver_prompt(task_type, task)
+        prompt = self._solver_prompt(task_type, task, drawn)
         return [
             Rollout(task_type.name, "solve", prompt, task=task, trained=False)
             for _ in range(self.config.selfplay.learnability_samples)
@@ -275,12 +343,12 @@ class Trainer:
         metrics: dict[str, Any] = {**mean_rewards([*proposals, *solutions])}
         accs = [p.solve_rate for p in proposals if p.valid]
         for name in self.task_types:
-            metrics.update(self._type_metrics(name, proposals, solutions, added[name]))
+            metrics.update(self._type_metrics(name, proposals, solutions, added.get(name, 0)))
         metrics.update(update_metrics)
         generated = [*proposals, *solutions, *(s for p in proposals for s in p.learnability if not s.trained)]
         metrics["tokens/generated"] = sum(len(r.completion.response_ids) for r in generated)
         metrics["tokens_per_s/generation"] = metrics["tokens/generated"] / max(
-            timings["time/propose"] + timings["time/solve"], 1e-9
+            timings.get("time/propose", 0.0) + timings["time/solve"], 1e-9
         )
         metrics.update(timings)
         metrics["time/step"] = sum(timings.values())
@@ -324,17 +392,22 @@ class Trainer:
     ) -> dict[str, Any]:
         own_proposals = [p for p in proposals if p.task_type == name]
         own_solutions = [s for s in solutions if s.task_type == name]
+        solver = {
+            f"solve_rate/{name}": sum(s.correct for s in own_solutions) / len(own_solutions),
+            f"buffer/{name}": len(self.buffers[name]),
+        }
+        if not own_proposals:  # solver-only: no proposer metrics
+            return solver
         accs = [p.solve_rate for p in own_proposals if p.valid]
         reasons = Counter(p.validation.reason.split(":")[0].replace(" ", "_") for p in own_proposals)
         return {
+            **solver,
             f"valid_rate/{name}": sum(p.valid for p in own_proposals) / len(own_proposals),
-            f"solve_rate/{name}": sum(s.correct for s in own_solutions) / len(own_solutions),
             f"learnability/{name}": sum(accs) / len(accs) if accs else None,
             f"solver_fresh/{name}": sum(
                 s.task is not None and s.task.step == self.step for s in own_solutions
             ),
             f"buffer_added/{name}": added,
-            f"buffer/{name}": len(self.buffers[name]),
             **{f"proposals/{name}/{reason}": count for reason, count in reasons.items()},
         }
 
@@ -374,10 +447,15 @@ class Trainer:
     def _prompt_tokens(self, text: str) -> int:
         return len(self.policy.tokenizer(text)["input_ids"])
 
-    def _proposer_prompt(self, task_type: TaskType) -> ProposerPrompt:
-        """K references drawn as the task type says; while the prompt is over `max_prompt_tokens`, one
-        fewer is shown (never fewer than the type's `min_references`)."""
-        references = task_type.proposer_references(self.buffers, self.rng, self.config.selfplay.references)
+    def _proposer_prompt(
+        self, task_type: TaskType, references: Sequence[Task] | None = None
+    ) -> ProposerPrompt:
+        """The given references, else K drawn as the task type says; while the prompt is over
+        `max_prompt_tokens`, one fewer is shown (never fewer than the type's `min_references`)."""
+        if references is None:
+            references = task_type.proposer_references(
+                self.buffers, self.rng, self.config.selfplay.references
+            )
         prompt = task_type.proposer_prompt(self.fmt, references)
         while (
             len(references) > task_type.min_references
@@ -387,14 +465,22 @@ class Trainer:
             prompt = task_type.proposer_prompt(self.fmt, references)
         return prompt
 
-    def _solver_prompt(self, task_type: TaskType, task: Task) -> str:
-        """The question, after up to `solver_examples` solved buffer tasks that fit in `max_prompt_tokens`."""
+    def _shared_solver_examples(self, task_type: TaskType) -> list[Task] | None:
+        """With `shared_solver_examples`, the one draw of solver examples for this type's prompts of the
+        step (one spare, for a task that is among them); else None: each prompt draws its own."""
+        if not self.config.selfplay.shared_solver_examples:
+            return None
+        return self.buffers[task_type.name].sample_references(
+            self.rng, self.config.selfplay.solver_examples + 1
+        )
+
+    def _solver_prompt(self, task_type: TaskType, task: Task, drawn: Sequence[Task] | None = None) -> str:
+        """The question, after up to `solver_examples` solved buffer tasks that fit in `max_prompt_tokens`:
+        from `drawn` when given, else drawn for this prompt."""
         wanted = self.config.selfplay.solver_examples
-        examples = [
-            example
-            for example in self.buffers[task_type.name].sample_references(self.rng, wanted + 1)
-            if example.program != task.program
-        ][:wanted]
+        if drawn is None:
+            drawn = self.buffers[task_type.name].sample_references(self.rng, wanted + 1)
+        examples = [example for example in drawn if example.program != task.program][:wanted]
         prompt = task_type.solver_prompt(self.fmt, task, examples)
         while examples and self._prompt_tokens(prompt) > self.config.selfplay.max_prompt_tokens:
             examples = examples[:-1]
@@ -404,15 +490,29 @@ class Trainer:
     # setup
 
     def _fill_initial_buffers(self) -> None:
-        """Identity seed task per type, then (optionally) a seed file, re-validated in our sandbox."""
-        seed_file = self.config.selfplay.seed_file
+        """Self-play: identity seed task per type, then (optionally) a seed file. Solver-only: the training
+        split alone. Either file is re-validated in our sandbox."""
+        cfg = self.config.selfplay
+        solver_only = cfg.mode == "solver-only"
+        spec = cfg.train_tasks if solver_only else cfg.seed_file
         for name, task_type in self.task_types.items():
-            self.buffers[name].add(task_type.seed_tasks())
-            if seed_file:
-                path = shipped_seed_path(task_type.seed_set) if seed_file == "builtin" else Path(seed_file)
-                tasks = [task for task in load_seed_tasks(path) if task_type.accepts(task)]
-                added = self.buffers[name].add(validate_seed_tasks(task_type, self.executor, tasks))
-                log.info("seed file %s: %d of %d %s tasks valid and new", path, added, len(tasks), name)
+            buffer = self.buffers[name]
+            if not solver_only:
+                buffer.add(task_type.seed_tasks())
+            if not spec:
+                continue
+            path = task_file_path(spec, task_type)
+            tasks = [task for task in load_seed_tasks(path) if task_type.accepts(task)]
+            valid = validate_seed_tasks(task_type, self.executor, tasks)
+            if solver_only and not valid:
+                raise ConfigError(f"selfplay.train_tasks {path}: no valid {name} task")
+            if solver_only and len(buffer) + len(valid) > buffer.cap:
+                raise ConfigError(
+                    f"selfplay.train_tasks {path}: {len(valid)} {name} tasks do not fit in "
+                    f"selfplay.buffer_cap ({buffer.cap}), and the split must not lose any"
+                )
+            added = buffer.add(valid)
+            log.info("%s: %d of %d %s tasks valid and new", path, added, len(tasks), name)
 
     def _seed_phase(self) -> None:
         """Before step 1, grow each buffer to `seed_buffer_size` with the policy's proposals, no updates."""

@@ -124,6 +124,14 @@ class TaskType(ABC):
         """The references a proposer prompt shows: k tasks of this type's own pool."""
         return pools[self.name].sample_references(rng, k)
 
+    def shared_proposer_references(
+        self, pools: Mapping[str, TaskPool], rng: random.Random, k: int, count: int
+    ) -> list[list[Task]]:
+        """References for `count` proposer prompts that share one draw (`selfplay.shared_references`), so
+        that their prompts share a prefix: here the same k tasks for every prompt."""
+        references = self.proposer_references(pools, rng, k)
+        return [list(references) for _ in range(count)]
+
     def template(self, role: Role) -> str:
         """The template file stem for a role, e.g. `deduction_propose`."""
         return f"{self.name}_{role}"

@@ -80,9 +80,22 @@ class Induction(TaskType):
     def proposer_references(self, pools: Mapping[str, TaskPool], rng: random.Random, k: int) -> list[Task]:
         """One program from a program-and-input pool to write inputs for, then up to k − 1 induction tasks
         of this type's own pool as worked examples."""
-        sources = [name for name in self.program_sources if name in pools] or [self.name]
-        target = pools[rng.choice(sources)].sample_references(rng, 1)
+        target = self._target(pools, rng)
         return target + pools[self.name].sample_references(rng, max(k - 1, 0))
+
+    def shared_proposer_references(
+        self, pools: Mapping[str, TaskPool], rng: random.Random, k: int, count: int
+    ) -> list[list[Task]]:
+        """One draw of k − 1 worked examples shared by the `count` prompts (they come first in the prompt),
+        and a program of its own for each prompt: sharing the program would make every proposal of the
+        step about one program."""
+        examples = pools[self.name].sample_references(rng, max(k - 1, 0))
+        return [self._target(pools, rng) + examples for _ in range(count)]
+
+    def _target(self, pools: Mapping[str, TaskPool], rng: random.Random) -> list[Task]:
+        """The program a proposal writes inputs for, from a program-and-input pool (its own, if none)."""
+        sources = [name for name in self.program_sources if name in pools] or [self.name]
+        return pools[rng.choice(sources)].sample_references(rng, 1)
 
     def seed_tasks(self) -> list[Task]:
         inputs = IDENTITY_INPUTS[: self.n_inputs]
