@@ -10,6 +10,7 @@ import importlib.util
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,12 +31,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 @pytest.fixture(scope="session")
 def benchmark_script() -> Callable[[str], ModuleType]:
-    """Import a script of `benchmarks/` (not a package) by its name, e.g. `benchmark_script("gpu_step")`."""
+    """Import a script of `benchmarks/` (not a package) by its name, e.g. `benchmark_script("gpu_check")`."""
 
     def load(name: str) -> ModuleType:
         path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there while the class is built
         spec.loader.exec_module(module)
         return module
 
