@@ -542,6 +542,9 @@ def measure_update(
     optimizer = make_optimizer(policy, optim)
     tokens = sum(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
     costs = ModelCosts.of(policy.model)
+    # 6 FLOPs per parameter per token (forward and backward), the usual utilisation count; checkpointing's
+    # recomputed forward is extra work it does not credit.
+    flops = 6 * (costs.body_params + costs.head_params) * tokens
     steps = []
     for _ in range(plan.update_steps):
         reset_peak(plan.device)
@@ -550,13 +553,7 @@ def measure_update(
             {
                 "seconds": seconds,
                 "tokens_per_s": tokens / seconds,
-                # 6 FLOPs per parameter per token (forward and backward), the usual utilisation count;
-                # checkpointing's recomputed forward is extra work it does not credit.
-                "model_flops_utilisation": 6
-                * (costs.body_params + costs.head_params)
-                * tokens
-                / seconds
-                / bounds["matmul_flop_per_s"],
+                "model_flops_utilisation": flops / seconds / bounds["matmul_flop_per_s"],
                 "peak_memory_gb": peak_gb(plan.device),
             }
         )
@@ -583,7 +580,9 @@ def run_train(model_dir: Path, run_dir: Path, plan: Plan, timeout_s: float) -> d
         completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
         returncode, output = completed.returncode, completed.stdout + completed.stderr
     except subprocess.TimeoutExpired as expired:
-        returncode, output = None, f"killed after {timeout_s:.0f} s: {expired.stdout or ''}"
+        # What the killed process had printed comes back as bytes whatever `text` said.
+        printed = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else ""
+        returncode, output = None, f"killed after {timeout_s:.0f} s\n{printed}"
     wall = time.perf_counter() - started
     records = RunDir(run_dir).read_metrics() if (run_dir / "metrics.jsonl").is_file() else []
     keys = ("propose", "check", "solve", "judge", "update", "step")

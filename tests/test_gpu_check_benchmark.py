@@ -72,6 +72,12 @@ def test_a_measurement_predicted_past_the_deadline_is_skipped_with_the_reason(
     assert all(row["skipped"].startswith("predicted") and "tokens_per_s" not in row for row in measured)
 
 
+def test_a_train_run_past_its_time_is_killed_and_reported(check: ModuleType, tmp_path: Path) -> None:
+    train = check.run_train(tmp_path / "model", tmp_path / "run", check.TINY_PLAN, timeout_s=0.5)
+    assert train["returncode"] is None and train["steps"] == []
+    assert train["output_tail"].startswith("killed after 0 s")
+
+
 def test_tiny_check_runs_every_section_and_writes_them(
     check: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
