@@ -198,6 +198,16 @@ def test_the_split_must_fit_in_the_buffer(make_trainer) -> None:
         make_trainer("selfplay.buffer_cap=5")
 
 
+def test_a_control_run_killed_before_its_first_checkpoint_starts_again(make_trainer, tmp_path: Path) -> None:
+    first = make_trainer("selfplay.buffer_cap=8", run_dir=tmp_path / "run")  # the split just fits
+    split = buffer_keys(first)
+    first.train_step()
+    first.close()
+    again = make_trainer(run_dir=tmp_path / "run", resume=True)
+    assert again.step == 0
+    assert buffer_keys(again) == split
+
+
 def test_a_resumed_control_run_equals_an_uninterrupted_one(make_trainer, tmp_path: Path) -> None:
     straight = make_trainer(run_dir=tmp_path / "straight")
     for _ in range(3):

@@ -506,7 +506,8 @@ class Trainer:
             valid = validate_seed_tasks(task_type, self.executor, tasks)
             if solver_only and not valid:
                 raise ConfigError(f"selfplay.train_tasks {path}: no valid {name} task")
-            if solver_only and len(buffer) + len(valid) > buffer.cap:
+            # A refill (a resume before the first checkpoint) finds the split stored already.
+            if solver_only and len({task_key(t) for t in [*buffer.tasks, *valid]}) > buffer.cap:
                 raise ConfigError(
                     f"selfplay.train_tasks {path}: {len(valid)} {name} tasks do not fit in "
                     f"selfplay.buffer_cap ({buffer.cap}), and the split must not lose any"
