@@ -113,8 +113,8 @@ def prefix_key_values(model: torch.nn.Module, prefix_ids: torch.Tensor) -> KeyVa
 
 
 def expanded_cache(key_values: KeyValues, rows: int) -> DynamicCache:
-    """A cache holding the prefix's keys and values for each of `rows` sequences (views, no copies: the
-    cache's update concatenates each suffix's own keys after them into new tensors)."""
+    """A fresh cache holding the prefix's keys and values once for each of `rows` sequences; gradients
+    through it add up in `key_values`."""
     return DynamicCache(
         [(keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values in key_values]
     )

@@ -172,10 +172,10 @@ def policy_update(
     metrics = {f"update/{part}": summed[part] for part in logged}
     metrics["update/grad_norm"] = float(grad_norm)
     metrics["update/tokens"] = total_tokens
+    metrics["update/sequence_tokens"] = sum(len(s.prompt_ids) + len(s.response_ids) for s in sequences)
+    # What the forward passes ran over: padding included, a shared prefix once.
     metrics["update/forward_positions"] = summed["positions"]
-    metrics["tokens_per_s/update"] = sum(len(s.prompt_ids) + len(s.response_ids) for s in sequences) / max(
-        seconds, 1e-9
-    )
+    metrics["tokens_per_s/update"] = metrics["update/sequence_tokens"] / max(seconds, 1e-9)
     metrics.update(advantage_magnitudes(sequences, advantages.tolist()))
     if world.size > 1 and not sharded:  # sharded, the ranks hold different slices by design
         metrics["dp/replica_divergence"] = world.replica_divergence(policy.trainable_parameters())
