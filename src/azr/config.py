@@ -80,9 +80,18 @@ class GenerationConfig(_Strict):
     )
     vllm_sleep_level: Literal[0, 1, 2] = Field(
         1,
-        description="vLLM only: after each rollout call, put the engine to sleep until the next one "
-        "(0 = never; 1 = weights to CPU memory, KV cache freed; 2 = weights and KV cache freed, the "
-        "trainer's weights are pushed again on waking). Frees the GPU memory for the update.",
+        description="vLLM only: once a step, just before the policy update, put the engine to sleep "
+        "until the next rollout call (0 = never; 1 = weights to CPU memory, KV cache freed; 2 = weights "
+        "and KV cache freed, the trainer's new weights are pushed on waking). Frees the GPU memory for "
+        "the update.",
+    )
+    vllm_max_model_len: int | None = Field(
+        None,
+        ge=64,
+        description="vLLM only: the longest prompt + response (tokens) the engine serves; vLLM sizes its "
+        "memory profile and KV cache by it, and a longer request is an error. None: `azr train` sets "
+        "selfplay.max_prompt_tokens + the larger of the two token budgets; elsewhere (eval) the model's "
+        "own context length. Capped at the model's context length.",
     )
     temperature: float = Field(
         1.0, gt=0.0, description="Sampling temperature of every rollout (never greedy)."
@@ -342,6 +351,11 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "generation.backend vllm needs optim.recompute_logprobs: true (vLLM's log-probs come from "
                 "another numeric path, so PPO ratios against them are not 1 on-policy)"
+            )
+        if self.generation.backend == "vllm" and self.generation.vllm_max_model_len is None:
+            # The model's own context (32k for Qwen2.5) would size vLLM's KV cache for prompts we never send.
+            self.generation.vllm_max_model_len = self.selfplay.max_prompt_tokens + max(
+                self.generation.propose_max_new_tokens, self.generation.solve_max_new_tokens
             )
         if self.model.dtype == "auto":
             from azr.devices import bf16_is_native, resolve_device

@@ -146,6 +146,9 @@ class ShardedBackend(GenerationBackend):
     def update_weights(self, model: torch.nn.Module) -> None:
         self.inner.update_weights(model)
 
+    def sleep(self) -> None:
+        self.inner.sleep()
+
 
 def spread_over_nodes(executor: Executor, world: World) -> contextlib.AbstractContextManager:
     """On rank 0, a block whose sandbox jobs run spread over the pools of every node (dealt round-robin,
@@ -197,6 +200,7 @@ def follow(world: World) -> None:
             elif isinstance(command, Execute):
                 world.gather(_run_share(executor, world, command.jobs))
             elif isinstance(command, Update):
+                backend.sleep()
                 policy_update(
                     policy,
                     optimizer,

@@ -318,6 +318,7 @@ class Trainer:
         sequences = training_sequences(trained)
         if self.world.size > 1:
             announce_update(self.world, sequences)
+        self.backend.sleep()
         result = policy_update(
             self.policy,
             self.optimizer,

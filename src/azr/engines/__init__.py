@@ -57,5 +57,6 @@ def make_backend(generation: GenerationConfig, policy: Policy, *, seed: int = 0)
             gpu_memory_utilization=generation.vllm_gpu_memory_utilization,
             sleep_level=generation.vllm_sleep_level,
             seed=seed,
+            max_model_len=generation.vllm_max_model_len,
         )
     raise ValueError(f"unknown generation backend {generation.backend!r}; known: {', '.join(BACKENDS)}")

@@ -79,6 +79,9 @@ class GenerationBackend(ABC):
     def update_weights(self, model: torch.nn.Module) -> None:
         """Make later generations use `model`'s current weights."""
 
+    def sleep(self) -> None:  # noqa: B027 (a no-op by default, not abstract: most engines hold nothing)
+        """Free the engine's accelerator memory until the next generate call; a no-op by default."""
+
 
 def per_prompt_params(
     prompts: Sequence[str], params: SamplingParams | Sequence[SamplingParams]
