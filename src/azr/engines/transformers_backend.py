@@ -2,36 +2,80 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import contextlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
+from transformers.cache_utils import get_layer_types_and_kwargs
 
 from azr.engines.base import Completion, GenerationBackend, SamplingParams, per_prompt_params
+from azr.engines.cast_weights import linear_weights_cast
+from azr.engines.grouped_attention import decoding_attention
+from azr.engines.row_cache import RowCache
+from azr.engines.stop_strings import StopScanner, decodes_bytewise
 from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_mask
+
+# Padded prompt tokens per prefill forward pass: bounds its activations (and the attention mask, which grows
+# with the square of the length) whatever `max_batch_size` is.
+PREFILL_TOKENS = 16384
+# Padded tokens allowed per prefill forward pass, as a multiple of its prompts' own tokens.
+PREFILL_PADDING = 1.25
 
 
 @dataclass
 class _Row:
-    """Generation state of one prompt inside a micro-batch."""
+    """Generation state of one prompt of the call."""
 
     index: int  # position in the caller's prompt list
     prompt_ids: list[int]
     params: SamplingParams
-    response_ids: list[int]
-    logprobs: list[float]
+    stops: StopScanner | None
+    response_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
     text: str = ""
     finish_reason: str = ""  # set when the row finishes
+
+
+@dataclass
+class _Prefill:
+    """The keys/values and next-token logits of distinct prompts prefilled together, one row each."""
+
+    cache: RowCache
+    logits: torch.Tensor  # [prompts, vocab], float32
+
+
+@dataclass
+class _Batch:
+    """The rows decoding together, in the order of their cache rows, and each row's next input token."""
+
+    rows: list[_Row]
+    cache: RowCache
+    next_tokens: torch.Tensor  # [rows]
+    temperature: torch.Tensor  # [rows]
+    top_p: torch.Tensor  # [rows]
+    finished: int = 0  # rows whose generation ended (still in the cache until the next regrouping)
 
 
 class TransformersBackend(GenerationBackend):
     """Generation with a transformers causal LM in this process (shares the trainer's model).
 
-    Prompts are sorted by length and cut into micro-batches of at most `max_batch_size`, left-padded, and
-    decoded token by token with a KV cache. Each row has its own temperature, top-p, token budget and stop
-    strings; finished rows are dropped from the batch (and its cache) so they cost nothing afterwards.
+    All prompts of a call share one decoding batch of at most `max_batch_size` rows (longest prompts
+    first). Rows whose generation ended are dropped and waiting prompts admitted in their place each time
+    `max(1, max_batch_size // 16)` of them have ended, so the batch stays full while prompts wait. Rows with
+    identical prompt token ids (the n learnability samples of one task) are prefilled once and share that
+    key/value cache. Each row keeps its own temperature, top-p, token budget and stop strings.
+
+    Per decode step there is one forward pass and one device-to-host transfer (every row's token and
+    log-probability); stop strings are looked for in the newest tokens' text only
+    (`azr.engines.stop_strings`). Attention keeps grouped key/value heads grouped
+    (`azr.engines.grouped_attention`), keys and values are cached in the compute dtype, and with bf16
+    compute the Linear weights are cast once per call (`azr.engines.cast_weights`): the same numerics as
+    the trainer's bf16 autocast forward pass, without recasting every weight at every token.
+
     Results are reproducible for a given `seed`, prompt list, parameters and `max_batch_size`.
     """
 
@@ -46,13 +90,23 @@ class TransformersBackend(GenerationBackend):
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        text_config = model.config.get_text_config()
+        layer_types = set(get_layer_types_and_kwargs(text_config)[0])  # as DynamicCache reads them
+        if layer_types != {"full_attention"}:
+            raise ValueError(
+                "the transformers backend decodes models with full attention in every layer; this one has "
+                f"{', '.join(sorted(layer_types))} layers"
+            )
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.regroup_after = max(1, max_batch_size // 16)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.compute_dtype = compute_dtype
         self.pad_token_id = pad_token_id(tokenizer)
         self.eos_ids = eos_token_ids(model, tokenizer)
+        self.num_layers = text_config.num_hidden_layers
+        self.stops_incrementally = decodes_bytewise(tokenizer)
 
     @classmethod
     def from_policy(cls, policy: Policy, *, max_batch_size: int = 16) -> TransformersBackend:
@@ -78,21 +132,20 @@ class TransformersBackend(GenerationBackend):
     ) -> list[Completion]:
         per_prompt = per_prompt_params(prompts, params)
         rows = [
-            _Row(index=i, prompt_ids=self._encode(prompt, p), params=p, response_ids=[], logprobs=[])
+            _Row(
+                index=i,
+                prompt_ids=self._encode(prompt, p),
+                params=p,
+                stops=StopScanner(self.tokenizer, p.stop, incremental=self.stops_incrementally)
+                if p.stop
+                else None,
+            )
             for i, (prompt, p) in enumerate(zip(prompts, per_prompt, strict=True))
         ]
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, (1,)).item()))
-
-        # Longest prompts first so each micro-batch holds prompts of similar length (little padding).
-        ordered = sorted(rows, key=lambda row: (-len(row.prompt_ids), row.index))
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(ordered), self.max_batch_size):
-                self._generate_batch(ordered[start : start + self.max_batch_size], generator)
-        finally:
-            self.model.train(was_training)
+        with self._decoding():
+            self._run(rows, generator)
         return [
             Completion(
                 prompt=prompts[row.index],
@@ -117,99 +170,245 @@ class TransformersBackend(GenerationBackend):
             )
         return ids
 
-    @torch.inference_mode()
-    def _generate_batch(self, rows: list[_Row], generator: torch.Generator) -> None:
-        prompt_len = max(len(row.prompt_ids) for row in rows)
+    @contextlib.contextmanager
+    def _decoding(self) -> Iterator[None]:
+        """Eval mode, no autograd, grouped decode attention and, for bf16 compute, autocast with the Linear
+        weights cast once."""
+        was_training = self.model.training
+        self.model.eval()
+        bf16 = self.compute_dtype == torch.bfloat16
+        try:
+            with contextlib.ExitStack() as stack:
+                if bf16:
+                    stack.enter_context(linear_weights_cast(self.model, torch.bfloat16))
+                stack.enter_context(torch.inference_mode())
+                stack.enter_context(decoding_attention(self.model))
+                stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16))
+                yield
+        finally:
+            self.model.train(was_training)
+
+    def _run(self, rows: list[_Row], generator: torch.Generator) -> None:
+        """Decode every row to its end in one batch that is regrouped as rows end and prompts wait."""
+        first_of_prompt: dict[tuple[int, ...], int] = {}
+        for row in rows:
+            first_of_prompt.setdefault(tuple(row.prompt_ids), row.index)
+        # Longest prompts first, the rows of one prompt together.
+        waiting = deque(
+            sorted(rows, key=lambda r: (-len(r.prompt_ids), first_of_prompt[tuple(r.prompt_ids)], r.index))
+        )
+        unadmitted = {key: 0 for key in first_of_prompt}
+        for row in rows:
+            unadmitted[tuple(row.prompt_ids)] += 1
+        prefilled: dict[tuple[int, ...], tuple[_Prefill, int]] = {}
+        batch: _Batch | None = None
+        while batch is not None or waiting:
+            if batch is None or self._due_for_regrouping(batch, waiting):
+                batch = self._regroup(batch, waiting, prefilled, unadmitted, generator)
+            else:
+                self._decode_step(batch, generator)
+
+    def _due_for_regrouping(self, batch: _Batch, waiting: deque[_Row]) -> bool:
+        """Whether `regroup_after` rows have finished, or as many slots are free while prompts wait, or
+        every row has finished."""
+        unfinished = len(batch.rows) - batch.finished
+        free = self.max_batch_size - unfinished
+        return (
+            not unfinished
+            or batch.finished >= self.regroup_after
+            or (bool(waiting) and free >= self.regroup_after)
+        )
+
+    def _regroup(
+        self,
+        batch: _Batch | None,
+        waiting: deque[_Row],
+        prefilled: dict[tuple[int, ...], tuple[_Prefill, int]],
+        unadmitted: dict[tuple[int, ...], int],
+        generator: torch.Generator,
+    ) -> _Batch | None:
+        """Drop the batch's finished rows and admit waiting ones in their place (their prompts prefilled,
+        their first tokens sampled): the new batch, or None when no row is left decoding."""
+        kept = [i for i, row in enumerate(batch.rows) if not row.finish_reason] if batch is not None else []
+        parts: list[tuple[RowCache, list[int]]] = [(batch.cache, kept)] if kept else []
+        next_tokens = [batch.next_tokens[kept]] if kept else []
+        rows = [batch.rows[i] for i in kept]
+        admitted = self._admit(self.max_batch_size - len(kept), waiting, prefilled, unadmitted)
+        if admitted:
+            logits = torch.cat([prefill.logits[[i for _, i in picks]] for prefill, picks in admitted])
+            first_tokens = self._sample_and_advance(
+                [row for _, picks in admitted for row, _ in picks], logits, generator
+            )
+            offset = 0
+            for prefill, picks in admitted:
+                alive = [number for number, (row, _) in enumerate(picks) if not row.finish_reason]
+                if alive:
+                    parts.append((prefill.cache, [picks[number][1] for number in alive]))
+                    next_tokens.append(first_tokens[[offset + number for number in alive]])
+                    rows += [picks[number][0] for number in alive]
+                offset += len(picks)
+        if not rows:
+            return None
+        return _Batch(
+            rows=rows,
+            cache=RowCache.gather(parts),
+            next_tokens=torch.cat(next_tokens),
+            temperature=torch.tensor([row.params.temperature for row in rows], device=self.device),
+            top_p=torch.tensor([row.params.top_p for row in rows], device=self.device),
+        )
+
+    def _admit(
+        self,
+        slots: int,
+        waiting: deque[_Row],
+        prefilled: dict[tuple[int, ...], tuple[_Prefill, int]],
+        unadmitted: dict[tuple[int, ...], int],
+    ) -> list[tuple[_Prefill, list[tuple[_Row, int]]]]:
+        """Take up to `slots` waiting rows, prefilling the prompts not prefilled yet: the rows grouped by
+        the prefill that holds their prompt, each with its prompt's row in it. A prefill is forgotten once
+        every row of its prompts is admitted."""
+        rows = [waiting.popleft() for _ in range(min(slots, len(waiting)))]
+        self._prefill_missing([tuple(row.prompt_ids) for row in rows], prefilled)
+        sources: dict[int, tuple[_Prefill, list[tuple[_Row, int]]]] = {}
+        for row in rows:
+            key = tuple(row.prompt_ids)
+            prefill, prompt_row = prefilled[key]
+            sources.setdefault(id(prefill), (prefill, []))[1].append((row, prompt_row))
+            unadmitted[key] -= 1
+            if not unadmitted[key]:
+                del prefilled[key]
+        return list(sources.values())
+
+    def _prefill_missing(
+        self, keys: list[tuple[int, ...]], prefilled: dict[tuple[int, ...], tuple[_Prefill, int]]
+    ) -> None:
+        """Prefill the distinct prompts among `keys` (longest first) that are not prefilled yet, in forward
+        passes of at most `PREFILL_TOKENS` padded tokens and at most `PREFILL_PADDING` times the prompts'
+        own tokens (a short prompt padded to a long one costs the long one's compute)."""
+        missing = list(dict.fromkeys(key for key in keys if key not in prefilled))
+        while missing:
+            longest, tokens, count = len(missing[0]), len(missing[0]), 1
+            while count < len(missing):
+                padded = (count + 1) * longest
+                if padded > PREFILL_TOKENS or padded > PREFILL_PADDING * (tokens + len(missing[count])):
+                    break
+                tokens += len(missing[count])
+                count += 1
+            chunk, missing = missing[:count], missing[count:]
+            prefill = self._prefill([list(key) for key in chunk])
+            for prompt_row, key in enumerate(chunk):
+                prefilled[key] = (prefill, prompt_row)
+
+    def _prefill(self, prompts: list[list[int]]) -> _Prefill:
+        """One forward pass over left-padded prompts: their keys/values and next-token logits."""
+        width = max(len(ids) for ids in prompts)
         input_ids = torch.tensor(
-            [[self.pad_token_id] * (prompt_len - len(r.prompt_ids)) + r.prompt_ids for r in rows],
-            device=self.device,
+            [[self.pad_token_id] * (width - len(ids)) + ids for ids in prompts], device=self.device
         )
-        attention_mask = torch.tensor(
-            [[0] * (prompt_len - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
-            device=self.device,
+        valid = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
         )
-        position_ids = position_ids_from_mask(attention_mask)
-        temperature = torch.tensor([r.params.temperature for r in rows], device=self.device)
-        top_p = torch.tensor([r.params.top_p for r in rows], device=self.device)
+        padded = any(len(ids) < width for ids in prompts)
+        cache = RowCache(self.num_layers, self.compute_dtype)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=valid if padded else None,
+            position_ids=position_ids_from_mask(valid),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,  # the prompt pass would otherwise build [B, P, vocab] logits
+        )
+        cache.record_prompts(valid, [len(ids) for ids in prompts])
+        return _Prefill(cache=cache, logits=output.logits[:, -1].float())
 
-        active = list(rows)
-        cache = None
-        while True:
-            with torch.autocast(
-                self.device.type, dtype=torch.bfloat16, enabled=self.compute_dtype == torch.bfloat16
-            ):
-                output = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,  # the prompt pass would otherwise build [B, P, vocab] logits
-                )
-            cache = output.past_key_values
-            tokens, logprobs = _sample(output.logits[:, -1].float(), temperature, top_p, generator)
-            keep = [
-                i
-                for i, row in enumerate(active)
-                if not self._advance(row, int(tokens[i]), float(logprobs[i]))
-            ]
-            if not keep:
-                return
-            if len(keep) < len(active):
-                kept = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(kept)
-                attention_mask, position_ids = attention_mask[kept], position_ids[kept]
-                tokens, temperature, top_p = tokens[kept], temperature[kept], top_p[kept]
-                active = [active[i] for i in keep]
-            input_ids = tokens.unsqueeze(-1)
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
-            position_ids = position_ids[:, -1:] + 1
+    def _decode_step(self, batch: _Batch, generator: torch.Generator) -> None:
+        """One token for every row of the batch (finished rows too, until they are dropped)."""
+        mask, positions = batch.cache.decode_inputs()
+        output = self.model(
+            input_ids=batch.next_tokens[:, None],
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        batch.cache.advance()
+        batch.next_tokens = self._sample_and_advance(
+            batch.rows, output.logits[:, -1].float(), generator, batch.temperature, batch.top_p
+        )
+        batch.finished = sum(1 for row in batch.rows if row.finish_reason)
 
-    def _advance(self, row: _Row, token: int, logprob: float) -> bool:
-        """Append a sampled token to `row` and return whether the row is finished."""
+    def _sample_and_advance(
+        self,
+        rows: list[_Row],
+        logits: torch.Tensor,
+        generator: torch.Generator,
+        temperature: torch.Tensor | None = None,
+        top_p: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sample a token for every row from its logits, append it to every unfinished row, and return the
+        tokens (on the device). One device-to-host transfer for all rows."""
+        if temperature is None:
+            temperature = torch.tensor([row.params.temperature for row in rows], device=self.device)
+            top_p = torch.tensor([row.params.top_p for row in rows], device=self.device)
+        tokens, logprobs = _sample(
+            logits,
+            temperature,
+            top_p,
+            generator,
+            any_sampled=any(row.params.temperature > 0 for row in rows),
+            any_truncated=any(row.params.top_p < 1 for row in rows),
+        )
+        host_tokens, host_logprobs = torch.stack([tokens.double(), logprobs.double()]).tolist()
+        for row, token, logprob in zip(rows, host_tokens, host_logprobs, strict=True):
+            if not row.finish_reason:
+                self._advance(row, int(token), logprob)
+        return tokens
+
+    def _advance(self, row: _Row, token: int, logprob: float) -> None:
+        """Append a sampled token to `row` and set its finish reason (and text) if it is finished."""
         row.response_ids.append(token)
         row.logprobs.append(logprob)
-        if row.params.stop or token in self.eos_ids or len(row.response_ids) >= row.params.max_new_tokens:
-            row.text = self.tokenizer.decode(row.response_ids, skip_special_tokens=True)
         if token in self.eos_ids:
             row.finish_reason = "eos"
-        elif (cut := _first_stop(row.text, row.params.stop)) is not None:
-            row.text = row.text[:cut]
-            row.finish_reason = "stop"
+        elif row.stops is not None and (found := row.stops.scan(row.response_ids)) is not None:
+            text, cut = found
+            row.text, row.finish_reason = text[:cut], "stop"
+            return
         elif len(row.response_ids) >= row.params.max_new_tokens:
             row.finish_reason = "length"
-        return bool(row.finish_reason)
-
-
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    """Index of the earliest occurrence of any stop string in `text`, or None."""
-    positions = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return min(positions) if positions else None
+        if row.finish_reason:
+            row.text = self.tokenizer.decode(row.response_ids, skip_special_tokens=True)
 
 
 def _sample(
-    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    any_sampled: bool,
+    any_truncated: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row (greedy where temperature is 0) and return it with its temperature-1
-    log-probability."""
+    log-probability. `any_sampled` / `any_truncated` say (from the host's copy of the parameters, so without
+    a device sync) whether some row samples and whether some row has top-p below 1."""
     log_probs = F.log_softmax(logits, dim=-1)
     tokens = logits.argmax(dim=-1)
-    sampling = temperature > 0
-    if sampling.any():
+    if any_sampled:
+        sampling = temperature > 0
         # Greedy rows get a dummy temperature here; their sample is discarded below.
-        scaled = logits / torch.where(sampling, temperature, 1.0).unsqueeze(-1)
-        probs = _top_p_filter(F.softmax(scaled, dim=-1), top_p)
+        probs = F.softmax(logits / torch.where(sampling, temperature, 1.0).unsqueeze(-1), dim=-1)
+        if any_truncated:
+            probs = _top_p_filter(probs, top_p)
         sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         tokens = torch.where(sampling, sampled, tokens)
     return tokens, log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def _top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Zero every token outside the smallest set whose probability mass reaches top_p (per row)."""
-    truncating = top_p < 1
-    if not truncating.any():
-        return probs
+    """Zero every token outside the smallest set whose probability mass reaches top_p (per row; rows with
+    top_p 1 are left whole)."""
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    drop = (mass_before >= top_p.unsqueeze(-1)) & truncating.unsqueeze(-1)
+    drop = (mass_before >= top_p.unsqueeze(-1)) & (top_p < 1).unsqueeze(-1)
     return probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
