@@ -198,8 +198,7 @@ def load_policy(
             hf_model = _attach_lora(hf_model, lora)
 
     if gradient_checkpointing:
-        # Non-reentrant checkpointing needs no `enable_input_require_grads` hack for frozen embeddings.
-        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(hf_model)
     hf_model.to(resolved_device)
     return Policy(
         model=hf_model,
@@ -209,6 +208,18 @@ def load_policy(
         lora=lora,
         device=resolved_device,
     )
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing (it needs no `enable_input_require_grads` hack for frozen
+    embeddings), under the name the installed transformers has: `activation_checkpointing_enable` from 5.23
+    on, where `gradient_checkpointing_enable` is a deprecated alias that warns (and goes in v6); before
+    5.23, only `gradient_checkpointing_enable`."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def load_configured_policy(
