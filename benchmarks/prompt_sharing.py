@@ -163,7 +163,13 @@ def main() -> None:
     parser.add_argument(
         "--solve-steps", type=int, default=None, help="steps' worth of answers (default --steps)"
     )
+    parser.add_argument(
+        "--settings",
+        default="off,on",
+        help="which settings of the switches to run, e.g. 'on' alone to rerun one side (default off,on)",
+    )
     args = parser.parse_args()
+    settings = [{"off": False, "on": True}[name] for name in args.settings.split(",")]
     solve_steps_count = args.steps if args.solve_steps is None else args.solve_steps
 
     console = Console(width=200)
@@ -173,7 +179,7 @@ def main() -> None:
         try:
             selfplay = trainer.config.selfplay
             proposal_rows, shapes, seconds = {}, {}, {}
-            for shared in (False, True):
+            for shared in settings:
                 selfplay.shared_references = shared
                 per_step, seconds[("propose", shared)] = propose_steps(trainer, args.steps, console)
                 shapes[shared] = {}
@@ -192,7 +198,7 @@ def main() -> None:
                 for _ in range(solve_steps_count)
             ]
             solve_rows, solve_shapes = {}, {}
-            for shared in (False, True):
+            for shared in settings if solve_steps_count else ():
                 selfplay.shared_solver_examples = shared
                 answered, seconds[("solve", shared)] = solve_steps(trainer, tasks_per_step, console)
                 solve_shapes[shared] = {}

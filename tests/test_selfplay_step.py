@@ -294,15 +294,18 @@ def test_shared_references_give_a_steps_proposer_prompts_of_a_type_one_draw(make
             prompts = {p.prompt for p in proposals if p.task_type == name}
             assert len(prompts) == 1  # same references, same prompt: B samples of one prompt
         induction = [p.proposer_prompt for p in proposals if p.task_type == "induction"]
-        # The worked examples are shared and come first; each prompt keeps a program of its own.
-        assert len({prompt.references[1:] for prompt in induction}) == 1
+        # The worked examples are shared and come first; each prompt keeps a program of its own, and one
+        # over the budget drops the last examples: the prompts share the header and the examples all kept.
         assert len({prompt.program for prompt in induction}) > 1
-        examples_end = induction[0].text.index(induction[0].program)
-        assert all(p.text[:examples_end] == induction[0].text[:examples_end] for p in induction)
+        fewest = min(induction, key=lambda prompt: len(prompt.references))
+        examples_end = fewest.text.index(fewest.program)
+        for prompt in induction:
+            assert prompt.references[1 : len(fewest.references)] == fewest.references[1:]
+            assert prompt.text[:examples_end] == fewest.text[:examples_end]
         if shown is not None:
             assert all(len(prompt.references) == shown for prompt in induction)
-    # Over the smaller budget every induction prompt dropped the same examples.
-    assert len(steps[1][-1].proposer_prompt.references) < 3
+    # The smaller budget made some induction prompts drop examples.
+    assert min(len(p.proposer_prompt.references) for p in steps[1] if p.task_type == "induction") < 3
     assert steps[0][0].prompt != steps[1][0].prompt  # each step draws again
 
 

@@ -226,17 +226,10 @@ class Trainer:
                 )
             else:  # each prompt draws its own, in turn
                 draws = [None] * cfg.batch_size
-            prompts = [self._proposer_prompt(task_type, references) for references in draws]
-            if cfg.shared_references:
-                # A prompt cut to fit the token budget cuts the others alike, so the prefix stays shared.
-                kept = min(len(prompt.references) for prompt in prompts)
-                prompts = [
-                    task_type.proposer_prompt(self.fmt, prompt.references[:kept])
-                    if len(prompt.references) > kept
-                    else prompt
-                    for prompt in prompts
-                ]
-            for prompt in prompts:
+            for references in draws:
+                # A prompt over the token budget drops its last shared references, not its first: the
+                # prompts still share the header and the references they all kept.
+                prompt = self._proposer_prompt(task_type, references)
                 proposals.append(Rollout(name, "propose", prompt.text, proposer_prompt=prompt))
         self._generate(proposals, call=0)
         return proposals
