@@ -19,7 +19,7 @@ from azr.engines.cast_weights import linear_weights_cast
 from azr.engines.grouped_attention import NAME, decoding_attention, grouped_sdpa_attention
 from azr.engines.row_cache import RowCache
 from azr.engines.stop_strings import StopScanner, decodes_bytewise, first_stop
-from azr.engines.transformers_backend import TransformersBackend
+from azr.engines.transformers_backend import TransformersBackend, _categorical
 from azr.policy import LoraSettings, Policy, load_policy, pack_sequences, sequence_logprobs
 
 PROMPTS = [
@@ -68,6 +68,17 @@ def test_rows_sharing_a_prompt_get_what_the_prompt_gets_alone(
     params = [SamplingParams(temperature=0.0, max_new_tokens=3 + 2 * i) for i in range(len(prompts))]
     backend = TransformersBackend.from_policy(tiny_policy, max_batch_size=max_batch_size)
     _assert_same_completions(backend.generate(prompts, params), _alone(backend, prompts, params))
+
+
+def test_prompt_sharing_switched_off_prefills_every_row_with_the_same_results(tiny_policy: Policy) -> None:
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
+    shared = TransformersBackend.from_policy(tiny_policy, max_batch_size=3)
+    unshared = TransformersBackend.from_policy(tiny_policy, max_batch_size=3, share_prompts=False)
+    prefills = []
+    original = unshared._prefill
+    unshared._prefill = lambda prompt_ids: prefills.append(len(prompt_ids)) or original(prompt_ids)
+    _assert_same_completions(unshared.generate(prompts, GREEDY), shared.generate(prompts, GREEDY))
+    assert sum(prefills) == len(prompts)
 
 
 def test_regrouped_batch_keeps_every_rows_stop_strings_and_budget(tiny_policy: Policy) -> None:
@@ -308,3 +319,16 @@ def test_stop_scanner_without_a_bytewise_tokenizer_decodes_the_whole_response(ti
     ids = tokenizer("a b .\nc").input_ids
     scanner = StopScanner(tokenizer, (".\n",), incremental=False)
     assert _scan_every_prefix(scanner, ids) == _reference(tokenizer, ids, (".\n",))
+
+
+def test_categorical_draws_follow_the_probabilities() -> None:
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]])
+    draws = 20000
+    generator = torch.Generator().manual_seed(0)
+    tokens = _categorical(probs.repeat_interleave(draws, dim=0), generator).view(3, draws)
+    frequencies = torch.stack([torch.bincount(row, minlength=5) for row in tokens]).float() / draws
+    weights = probs / probs.sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(frequencies, weights, rtol=0, atol=0.015)
+    assert (frequencies[weights == 0] == 0).all(), "never a token of probability zero"
+    again = _categorical(probs.repeat_interleave(draws, dim=0), torch.Generator().manual_seed(0))
+    assert torch.equal(again.view(3, draws), tokens)

@@ -66,10 +66,12 @@ class GenerationConfig(_Strict):
     backend: Literal["transformers", "transformers-bf16", "transformers-int8", "vllm"] = Field(
         "transformers",
         description="Rollout engine, built by `azr.engines.make_backend`: 'transformers' samples with "
-        "the trainer's own model in this process; 'transformers-bf16' / 'transformers-int8' sample from "
-        "their own bf16 or int8-quantised copy of the weights (faster CPU decoding), refreshed after every "
-        "update; 'vllm' runs a vLLM engine colocated on the trainer's GPU (needs `pip install 'azr[gpu]'` "
-        "and `optim.recompute_logprobs: true`).",
+        "the trainer's own model in this process, with its numerics (on a GPU with model.dtype bfloat16: "
+        "bf16 autocast, the Linear weights cast once per call, so its log-probs are the update's); "
+        "'transformers-bf16' / 'transformers-int8' sample from their own bf16 or int8-quantised copy of the "
+        "weights (int8: CPU only, the fastest there), refreshed after every update; 'vllm' runs a vLLM "
+        "engine colocated on the trainer's GPU (needs `pip install 'azr[gpu]'` and "
+        "`optim.recompute_logprobs: true`).",
     )
     vllm_gpu_memory_utilization: float = Field(
         0.3,
@@ -97,7 +99,22 @@ class GenerationConfig(_Strict):
         1.0, gt=0.0, description="Sampling temperature of every rollout (never greedy)."
     )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1.0 = no truncation).")
-    max_batch_size: int = Field(16, ge=1, description="Sequences generated together in one forward batch.")
+    max_batch_size: int = Field(
+        256,
+        ge=1,
+        description="The transformers backends: most rows decoded together. A call's prompts share one "
+        "batch: rows that finish are dropped and waiting prompts admitted in their place (rows with the "
+        "same prompt prefill it once), so this bounds the KV cache (rows x (prompt + response) tokens) "
+        "and what one decode step computes, not the call's size. A GPU decode step takes about the same "
+        "time for 16 rows as for 256, hence the default; the CPU presets use 16. `azr train`'s seeding "
+        "also proposes this many tasks per round. vLLM schedules its own batches.",
+    )
+    share_prompt_prefix: bool = Field(
+        True,
+        description="The transformers backends: rows of a call with identical prompt token ids (the "
+        "learnability samples of one task) prefill the prompt once and share its keys/values (exact). "
+        "Off: every row prefills its own, as before issue 17 (benchmarks/train_step.py --compare).",
+    )
     propose_max_new_tokens: int = Field(256, ge=1, description="Token budget of a proposer response.")
     solve_max_new_tokens: int = Field(64, ge=1, description="Token budget of a solver response.")
 

@@ -35,20 +35,30 @@ BACKENDS = ("transformers", "transformers-bf16", "transformers-int8", "vllm")
 def make_backend(generation: GenerationConfig, policy: Policy, *, seed: int = 0) -> GenerationBackend:
     """The rollout backend named by `generation.backend`, on the policy's current weights.
 
-    `transformers` samples with the trainer's own model object; `transformers-bf16` and `transformers-int8`
-    keep their own copy in a faster form (`SnapshotBackend`); `vllm` runs a colocated vLLM engine. The
-    trainer calls `update_weights` after every optimizer step; an engine that keeps its own copy of the
-    weights reloads them there, so it never generates from stale ones.
+    `transformers` samples with the trainer's own model object and its numerics (with bf16 compute:
+    autocast, the Linear weights cast once per call), so its log-probs are the update's; on a GPU it is the
+    default choice. `transformers-bf16` and `transformers-int8` keep their own copy in a faster form
+    (`SnapshotBackend`: int8 is the fastest on a CPU; a sharded policy generates from the bf16 copy);
+    `vllm` runs a colocated vLLM engine. The trainer calls `update_weights` after every optimizer step; an
+    engine that keeps its own copy of the weights reloads them there, so it never generates from stale
+    ones.
     """
     if generation.backend == "transformers":
         from azr.engines.transformers_backend import TransformersBackend
 
-        return TransformersBackend.from_policy(policy, max_batch_size=generation.max_batch_size)
+        return TransformersBackend.from_policy(
+            policy, max_batch_size=generation.max_batch_size, share_prompts=generation.share_prompt_prefix
+        )
     if generation.backend in ("transformers-bf16", "transformers-int8"):
         from azr.engines.snapshot import SnapshotBackend
 
         weights = "bfloat16" if generation.backend == "transformers-bf16" else "int8"
-        return SnapshotBackend(policy, weights=weights, max_batch_size=generation.max_batch_size)
+        return SnapshotBackend(
+            policy,
+            weights=weights,
+            max_batch_size=generation.max_batch_size,
+            share_prompts=generation.share_prompt_prefix,
+        )
     if generation.backend == "vllm":
         from azr.engines.vllm_backend import VllmBackend
 

@@ -116,13 +116,21 @@ class RowCache(Cache):
         self.positions += 1
 
     @classmethod
-    def gather(cls, parts: Sequence[tuple[RowCache, Sequence[int]]]) -> RowCache:
+    def gather(
+        cls, parts: Sequence[tuple[RowCache, Sequence[int]]], *, consume: RowCache | None = None
+    ) -> RowCache:
         """A new cache holding the given rows of each part, in order, right-aligned to the longest of them,
-        with spare columns for decoding. The parts are left as they were."""
+        with spare columns for decoding. The parts are left as they were, except `consume` (the batch this
+        one replaces), whose layers are freed one by one once copied, so that gathering never holds two
+        whole caches."""
         picked = [(part, torch.tensor(rows, device=part.positions.device)) for part, rows in parts if rows]
         lengths = [part.lengths[row] for part, rows in parts for row in rows]
         columns = max(lengths)
         gathered = cls(len(picked[0][0].layers), picked[0][0].storage_dtype)
+        masks = [part.valid[index, : part.columns][:, None, :, None] for part, index in picked]
+        gathered.valid = _stacked(masks, columns, spare=0)[:, 0, :, 0]
+        gathered.lengths = lengths
+        gathered.positions = torch.cat([part.positions[index] for part, index in picked])
         for number, layer in enumerate(gathered.layers):
             key_buffer, value_buffer = (
                 _stacked(
@@ -133,10 +141,8 @@ class RowCache(Cache):
                 for name in ("keys", "values")
             )
             layer._adopt(key_buffer, value_buffer, columns)
-        masks = [part.valid[index, : part.columns][:, None, :, None] for part, index in picked]
-        gathered.valid = _stacked(masks, columns, spare=0)[:, 0, :, 0]
-        gathered.lengths = lengths
-        gathered.positions = torch.cat([part.positions[index] for part, index in picked])
+            if consume is not None:
+                consume.layers[number] = _RowLayer(consume.storage_dtype)
         return gathered
 
 

@@ -13,9 +13,10 @@ from azr.policy import Policy
 
 
 class SnapshotBackend(TransformersBackend):
-    """Generation from the backend's own copy of the policy's weights, kept in a faster form for CPU
-    decoding: `bfloat16` weights (half the memory traffic; fast on CPUs with AVX512-BF16 or AMX) or `int8`
-    (linear layers quantised dynamically with torch's fbgemm kernels, a quarter of the traffic).
+    """Generation from the backend's own copy of the policy's weights, kept in a faster form: `bfloat16`
+    weights (half the memory traffic of float32; fast on GPUs and on CPUs with AVX512-BF16 or AMX; the
+    copy a sharded policy generates from) or `int8` (CPU only: linear layers quantised dynamically with
+    torch's fbgemm kernels, a quarter of the traffic). Decoding is `TransformersBackend`'s.
 
     This is the shape of any engine with its own weights (vLLM on a GPU, a CPU inference engine):
     `update_weights` must be called after every optimizer step, and copies the trainer's current weights
@@ -27,7 +28,12 @@ class SnapshotBackend(TransformersBackend):
     """
 
     def __init__(
-        self, policy: Policy, *, weights: Literal["bfloat16", "int8"], max_batch_size: int = 16
+        self,
+        policy: Policy,
+        *,
+        weights: Literal["bfloat16", "int8"],
+        max_batch_size: int = 256,
+        share_prompts: bool = True,
     ) -> None:
         if weights not in ("bfloat16", "int8"):
             raise ValueError(f"weights must be 'bfloat16' or 'int8', got {weights!r}")
@@ -40,6 +46,7 @@ class SnapshotBackend(TransformersBackend):
             max_batch_size=max_batch_size,
             device=policy.device,
             compute_dtype=torch.bfloat16 if weights == "bfloat16" else torch.float32,
+            share_prompts=share_prompts,
         )
 
     def update_weights(self, model: torch.nn.Module) -> None:
