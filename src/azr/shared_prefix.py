@@ -23,6 +23,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from azr.policy import decoder_states
+
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer, [rows, kv heads, length, head dim]
 
 
@@ -102,12 +104,12 @@ def prefix_key_values(model: torch.nn.Module, prefix_ids: torch.Tensor) -> KeyVa
     """Every layer's keys and values of one unpadded prefix `[1, L]` (positions 0..L-1), with their
     autograd graph when gradients are enabled."""
     cache = DynamicCache(config=model.config)
-    model(
+    decoder_states(
+        model,
         input_ids=prefix_ids,
         attention_mask=torch.ones_like(prefix_ids),
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=1,
     )
     return [(layer.keys, layer.values) for layer in cache.layers]
 
