@@ -70,13 +70,35 @@ def test_rows_sharing_a_prompt_get_what_the_prompt_gets_alone(
     _assert_same_completions(backend.generate(prompts, params), _alone(backend, prompts, params))
 
 
+def test_prompts_sharing_a_long_prefix_prefill_it_once_with_the_same_results(tiny_policy: Policy) -> None:
+    header = "# Python functions, each followed by an assert that calls it. " * 6  # 70+ tokens
+    prompts = [
+        header + "def f(a):\n    return a",
+        header + "x = 1",
+        PROMPTS[1],
+        header + "def f(a):\n    return a[::-1]\n\nassert f('abc') ==",
+        header.rstrip(),  # the shared prefix itself, but for the last token
+        header + "def f(a):\n    return a",  # a copy
+    ]
+    backend = TransformersBackend.from_policy(tiny_policy, max_batch_size=8)
+    prefilled = []
+    original = backend._prefill
+    backend._prefill = lambda ids, prefix=None: prefilled.append(sum(map(len, ids))) or original(ids, prefix)
+    params = [SamplingParams(temperature=0.0, max_new_tokens=4 + i) for i in range(len(prompts))]
+    got = backend.generate(prompts, params)
+    distinct_tokens = sum(len(ids) for ids in {tuple(c.prompt_ids) for c in got})
+    assert sum(prefilled) < distinct_tokens - 3 * 64, "the header is prefilled once, not four times"
+    backend._prefill = original
+    _assert_same_completions(got, _alone(backend, prompts, params))
+
+
 def test_prompt_sharing_switched_off_prefills_every_row_with_the_same_results(tiny_policy: Policy) -> None:
     prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
     shared = TransformersBackend.from_policy(tiny_policy, max_batch_size=3)
     unshared = TransformersBackend.from_policy(tiny_policy, max_batch_size=3, share_prompts=False)
     prefills = []
     original = unshared._prefill
-    unshared._prefill = lambda prompt_ids: prefills.append(len(prompt_ids)) or original(prompt_ids)
+    unshared._prefill = lambda ids, prefix=None: prefills.append(len(ids)) or original(ids, prefix)
     _assert_same_completions(unshared.generate(prompts, GREEDY), shared.generate(prompts, GREEDY))
     assert sum(prefills) == len(prompts)
 
@@ -191,8 +213,7 @@ def test_row_cache_gathers_rows_right_aligned_and_trimmed() -> None:
         width = max(lengths)
         keys = torch.arange(len(lengths) * width, dtype=torch.float32).reshape(len(lengths), 1, width, 1) + 1
         cache.update(keys, -keys, 0)
-        valid = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
-        cache.record_prompts(valid, lengths)
+        cache.record_prompts([[0] * (width - n) + [1] * n for n in lengths], torch.device("cpu"))
         return cache
 
     long, short, narrow = part([6, 2]), part([3, 1]), part([2])

@@ -112,8 +112,10 @@ class GenerationConfig(_Strict):
     share_prompt_prefix: bool = Field(
         True,
         description="The transformers backends: rows of a call with identical prompt token ids (the "
-        "learnability samples of one task) prefill the prompt once and share its keys/values (exact). "
-        "Off: every row prefills its own, as before issue 17 (benchmarks/train_step.py --compare).",
+        "learnability samples of one task) prefill the prompt once and share its keys/values, and distinct "
+        "prompts sharing a prefix of 64+ tokens (r1 headers, shared references) prefill that once (exact "
+        "up to float rounding). Off: every row prefills its whole prompt, as before issue 17 "
+        "(benchmarks/train_step.py --compare).",
     )
     propose_max_new_tokens: int = Field(256, ge=1, description="Token budget of a proposer response.")
     solve_max_new_tokens: int = Field(64, ge=1, description="Token budget of a solver response.")

@@ -1,11 +1,12 @@
 """The key/value cache of a batch of independent rows, which can be regrouped between forward passes.
 
 The transformers backend keeps one batch decoding while rows come and go: rows that finish are dropped and
-waiting prompts are admitted into their places (`RowCache.gather`), and the prompts shared by several rows
-are prefilled once, their keys and values gathered into every row that shares them. Rows are right-aligned:
+waiting prompts are admitted into their places (`RowCache.gather`), and a prompt or prompt prefix shared by
+several rows is prefilled once, its keys and values gathered into every row that shares it (with masked
+padding between a shared prefix and a shorter row's own suffix). Rows are right-aligned:
 every row's latest token sits in the last column, and a row shorter than the batch has masked padding
 columns on its left, so that one decode step appends one column for all rows. Gathering keeps only the
-columns the longest gathered row needs, so padding left behind by rows that finished is dropped.
+columns the widest gathered row needs, so padding left behind by rows that finished is dropped.
 
 A `RowCache` is a transformers `Cache` (the model's attention layers call its `update`), stores keys and
 values in one dtype (the compute dtype: under bf16 autocast the keys would otherwise be float32, and be cast
@@ -76,14 +77,17 @@ def _with_columns(tensor: torch.Tensor, columns: int) -> torch.Tensor:
 
 class RowCache(Cache):
     """Keys and values of `len(lengths)` right-aligned rows, with which columns hold real tokens (`valid`,
-    `[rows, columns]`), each row's count of real tokens (`lengths`, host-side) and the position its next
-    token takes (`positions`, `[rows]`, equal to its length)."""
+    `[rows, columns]`), each row's count of real tokens (`lengths`, host-side), how many columns it spans
+    from its first real one (`spans`: its length, or more when a prompt's suffix was prefilled after a
+    shared prefix, with padding between them) and the position its next token takes (`positions`,
+    `[rows]`, equal to its length)."""
 
     def __init__(self, num_layers: int, storage_dtype: torch.dtype) -> None:
         super().__init__(layers=[_RowLayer(storage_dtype) for _ in range(num_layers)])
         self.storage_dtype = storage_dtype
         self.valid: torch.Tensor | None = None
         self.lengths: list[int] = []
+        self.spans: list[int] = []
         self.positions: torch.Tensor | None = None
 
     @property
@@ -95,10 +99,12 @@ class RowCache(Cache):
         """Whether some row has padding columns, so attention needs a mask."""
         return min(self.lengths) < self.columns
 
-    def record_prompts(self, valid: torch.Tensor, lengths: list[int]) -> None:
-        """After the prefill forward pass of left-padded prompts: their real columns and lengths."""
-        self.valid, self.lengths = valid.bool(), list(lengths)
-        self.positions = torch.tensor(self.lengths, device=valid.device)
+    def record_prompts(self, valid: list[list[int]], device: torch.device) -> None:
+        """After the prefill forward pass of the prompts: which of its columns hold real tokens, per row."""
+        self.valid = torch.tensor(valid, dtype=torch.bool, device=device)
+        self.lengths = [sum(row) for row in valid]
+        self.spans = [len(row) - row.index(1) for row in valid]
+        self.positions = torch.tensor(self.lengths, device=device)
 
     def decode_inputs(self) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The 4D attention mask (None without padding) and position ids of a one-token decode step, which
@@ -113,23 +119,24 @@ class RowCache(Cache):
     def advance(self) -> None:
         """After a decode step: every row holds one more real token."""
         self.lengths = [length + 1 for length in self.lengths]
+        self.spans = [span + 1 for span in self.spans]
         self.positions += 1
 
     @classmethod
     def gather(
         cls, parts: Sequence[tuple[RowCache, Sequence[int]]], *, consume: RowCache | None = None
     ) -> RowCache:
-        """A new cache holding the given rows of each part, in order, right-aligned to the longest of them,
-        with spare columns for decoding. The parts are left as they were, except `consume` (the batch this
-        one replaces), whose layers are freed one by one once copied, so that gathering never holds two
-        whole caches."""
+        """A new cache holding the given rows of each part, in order, right-aligned to the widest span of
+        them, with spare columns for decoding. The parts are left as they were, except `consume` (the
+        batch this one replaces), whose layers are freed one by one once copied, so that gathering never
+        holds two whole caches."""
         picked = [(part, torch.tensor(rows, device=part.positions.device)) for part, rows in parts if rows]
-        lengths = [part.lengths[row] for part, rows in parts for row in rows]
-        columns = max(lengths)
+        columns = max(part.spans[row] for part, rows in parts for row in rows)
         gathered = cls(len(picked[0][0].layers), picked[0][0].storage_dtype)
         masks = [part.valid[index, : part.columns][:, None, :, None] for part, index in picked]
         gathered.valid = _stacked(masks, columns, spare=0)[:, 0, :, 0]
-        gathered.lengths = lengths
+        gathered.lengths = [part.lengths[row] for part, rows in parts for row in rows]
+        gathered.spans = [part.spans[row] for part, rows in parts for row in rows]
         gathered.positions = torch.cat([part.positions[index] for part, index in picked])
         for number, layer in enumerate(gathered.layers):
             key_buffer, value_buffer = (

@@ -24,6 +24,10 @@ from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_ma
 PREFILL_TOKENS = 16384
 # Padded tokens allowed per prefill forward pass, as a multiple of its prompts' own tokens.
 PREFILL_PADDING = 1.25
+# Distinct prompts of one admission that share a prefix this long prefill it once: one more forward pass
+# for it, (prompts - 1) x its length fewer tokens. The completion format's (type, role) headers are shorter
+# (35-50 tokens); the r1 format's (100-230) and prompts with shared references qualify.
+MIN_SHARED_PREFIX = 64
 
 
 @dataclass
@@ -87,8 +91,10 @@ class TransformersBackend(GenerationBackend):
     first). Rows whose generation ended are dropped and waiting prompts admitted in their place each time
     `max(1, max_batch_size // 16)` of them have ended, so the batch stays full while prompts wait. Rows with
     identical prompt token ids (the n learnability samples of one task) are prefilled once and share that
-    key/value cache (`share_prompts=False`: each row prefills its own, as before issue 17; kept to measure
-    that side by side). Each row keeps its own temperature, top-p, token budget and stop strings.
+    key/value cache, and distinct prompts admitted together that share a prefix of `MIN_SHARED_PREFIX`
+    tokens or more prefill it once (`share_prompts=False`: each row prefills its own prompt, as before
+    issue 17; kept to measure that side by side). Each row keeps its own temperature, top-p, token budget
+    and stop strings.
 
     Per decode step there is one forward pass and one device-to-host transfer (every row's token and
     log-probability); stop strings are looked for in the newest tokens' text only
@@ -286,45 +292,66 @@ class TransformersBackend(GenerationBackend):
     def _prefill_missing(
         self, rows: list[_Row], prefilled: dict[tuple[int, ...], tuple[_Prefill, int]]
     ) -> None:
-        """Prefill the prompts of `rows` (longest first) that are not prefilled yet, once per prompt key,
-        in forward passes of at most `PREFILL_TOKENS` padded tokens and at most `PREFILL_PADDING` times the
-        prompts' own tokens (a short prompt padded to a long one costs the long one's compute)."""
+        """Prefill the prompts of `rows` that are not prefilled yet, once per prompt key. Prompts sharing a
+        prefix of at least `MIN_SHARED_PREFIX` tokens get it prefilled once and only their suffixes each."""
         missing = list(
             {row.prompt_key: row.prompt_ids for row in rows if row.prompt_key not in prefilled}.items()
         )
-        while missing:
-            longest, tokens, count = len(missing[0][1]), len(missing[0][1]), 1
-            while count < len(missing):
-                padded = (count + 1) * longest
-                if padded > PREFILL_TOKENS or padded > PREFILL_PADDING * (tokens + len(missing[count][1])):
-                    break
-                tokens += len(missing[count][1])
-                count += 1
-            chunk, missing = missing[:count], missing[count:]
-            prefill = self._prefill([ids for _, ids in chunk])
-            for prompt_row, (key, _) in enumerate(chunk):
-                prefilled[key] = (prefill, prompt_row)
+        for shared, group in self._prefix_groups(missing):
+            prefix = self._prefill([group[0][1][:shared]]).cache if shared else None
+            group.sort(key=lambda item: -len(item[1]))
+            for chunk in _prefill_chunks([len(ids) - shared for _, ids in group]):
+                prefill = self._prefill([ids[shared:] for _, ids in group[chunk]], prefix)
+                for prompt_row, (key, _) in enumerate(group[chunk]):
+                    prefilled[key] = (prefill, prompt_row)
 
-    def _prefill(self, prompts: list[list[int]]) -> _Prefill:
-        """One forward pass over left-padded prompts: their keys/values and next-token logits."""
+    def _prefix_groups(
+        self, prompts: list[tuple[tuple[int, ...], list[int]]]
+    ) -> list[tuple[int, list[tuple[tuple[int, ...], list[int]]]]]:
+        """The prompts as groups with the length of the prefix they share: runs of prompts that share at
+        least `MIN_SHARED_PREFIX` tokens (every one keeping a token of its own), then the rest with 0."""
+        if not self.share_prompts:
+            return [(0, prompts)]
+        ordered = sorted(prompts, key=lambda item: item[1])  # prompts with a common prefix are neighbours
+        groups, rest = [], []
+        start = 0
+        while start < len(ordered):
+            first, end, shared = ordered[start][1], start + 1, len(ordered[start][1]) - 1
+            while end < len(ordered):
+                common = min(_common_prefix(first, ordered[end][1]), len(ordered[end][1]) - 1)
+                if min(shared, common) < MIN_SHARED_PREFIX:
+                    break
+                shared, end = min(shared, common), end + 1
+            if end - start > 1:
+                groups.append((shared, ordered[start:end]))
+            else:
+                rest.append(ordered[start])
+            start = end
+        return [*groups, (0, rest)] if rest else groups
+
+    def _prefill(self, prompts: list[list[int]], prefix: RowCache | None = None) -> _Prefill:
+        """One forward pass over left-padded prompts (the suffixes after `prefix`, a one-row prefill that
+        every one of them continues): their keys/values and next-token logits."""
         width = max(len(ids) for ids in prompts)
+        shared = prefix.columns if prefix is not None else 0
         input_ids = torch.tensor(
             [[self.pad_token_id] * (width - len(ids)) + ids for ids in prompts], device=self.device
         )
-        valid = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=self.device
-        )
-        padded = any(len(ids) < width for ids in prompts)
-        cache = RowCache(self.num_layers, self.compute_dtype)
+        valid = [[1] * shared + [0] * (width - len(ids)) + [1] * len(ids) for ids in prompts]
+        mask = torch.tensor(valid, device=self.device)
+        if prefix is not None:
+            cache = RowCache.gather([(prefix, [0] * len(prompts))])
+        else:
+            cache = RowCache(self.num_layers, self.compute_dtype)
         output = self.model(
             input_ids=input_ids,
-            attention_mask=valid if padded else None,
-            position_ids=position_ids_from_mask(valid),
+            attention_mask=mask if any(len(ids) < width for ids in prompts) else None,
+            position_ids=position_ids_from_mask(mask)[:, shared:],
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,  # the prompt pass would otherwise build [B, P, vocab] logits
         )
-        cache.record_prompts(valid, [len(ids) for ids in prompts])
+        cache.record_prompts(valid, self.device)
         return _Prefill(cache=cache, logits=output.logits[:, -1].float())
 
     def _decode_step(self, batch: _Batch, generator: torch.Generator) -> None:
@@ -385,6 +412,33 @@ class TransformersBackend(GenerationBackend):
             row.finish_reason = "length"
         if row.finish_reason:
             row.text = self.tokenizer.decode(row.response_ids, skip_special_tokens=True)
+
+
+def _common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
+    """How many leading tokens two prompts share."""
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def _prefill_chunks(lengths: list[int]) -> list[slice]:
+    """Consecutive chunks of prompts (longest first) for one prefill forward pass each: at most
+    `PREFILL_TOKENS` padded tokens, and at most `PREFILL_PADDING` times the prompts' own tokens (a short
+    prompt padded to a long one costs the long one's compute)."""
+    chunks, start = [], 0
+    while start < len(lengths):
+        end, tokens = start + 1, lengths[start]
+        while end < len(lengths):
+            padded = (end + 1 - start) * lengths[start]
+            if padded > PREFILL_TOKENS or padded > PREFILL_PADDING * (tokens + lengths[end]):
+                break
+            tokens, end = tokens + lengths[end], end + 1
+        chunks.append(slice(start, end))
+        start = end
+    return chunks
 
 
 def _sample(
