@@ -17,8 +17,8 @@ bounds are measured in the same run: fp32 and bf16 matrix-multiply peaks (prompt
 compute-bound) and memory bandwidth (each decode step reads every weight once).
 
 `--compare-tree DIR` also runs the same workload (built here, so the prompts are identical) with the engines
-of another checkout, in a subprocess with DIR/src first on the path, alternating with this checkout's runs
-`--repeats` times; the table gives each side's fastest run. The baseline of a change:
+of another checkout (DIR/src first on the path), alternating with this checkout's runs `--repeats` times,
+each run in a fresh process; the table gives each side's fastest run. The baseline of a change:
 
     git worktree add /tmp/azr-base HEAD     # before committing it; any commit works
     .venv/bin/python benchmarks/rollouts.py --call solve --backends transformers-int8 --batch-size 16 \\
@@ -149,10 +149,12 @@ def measure(
     return results
 
 
-def measure_in_tree(
-    tree: Path, args: argparse.Namespace, workload: Workload, split_prefill: bool
+def measure_in_subprocess(
+    tree: Path | None, args: argparse.Namespace, workload: Workload, split_prefill: bool
 ) -> list[dict]:
-    """`measure` with the `azr` package of another checkout, in a subprocess running this script."""
+    """`measure` in a fresh process running this script: with the `azr` package of checkout `tree`, or of
+    this one (None). Each side then starts from the same memory state, and two loaded models never share
+    the machine's memory."""
     with tempfile.TemporaryDirectory() as scratch:
         workload_file, results_file = Path(scratch) / "workload.json", Path(scratch) / "results.json"
         workload_file.write_text(json.dumps([[prompt, asdict(p)] for prompt, p in workload]))
@@ -174,7 +176,9 @@ def measure_in_tree(
         ]
         if not split_prefill:
             command.append("--no-prefill-split")
-        environment = {**os.environ, "PYTHONPATH": str(tree.resolve() / "src")}
+        environment = dict(os.environ)
+        if tree is not None:
+            environment["PYTHONPATH"] = str(tree.resolve() / "src")
         subprocess.run(command, check=True, env=environment)
         return json.loads(results_file.read_text())
 
@@ -325,13 +329,15 @@ def main() -> None:
         )
     runs: list[tuple[str, dict]] = []
     for _ in range(args.repeats):
-        if args.compare_tree is not None:
+        if args.compare_tree is None:
+            results = measure(args.model, backends, workload, args.batch_size, args.seed, split_prefill)
+        else:
             label = tree_label(args.compare_tree)
-            runs += [(label, r) for r in measure_in_tree(args.compare_tree, args, workload, split_prefill)]
-        runs += [
-            ("this checkout", r)
-            for r in measure(args.model, backends, workload, args.batch_size, args.seed, split_prefill)
-        ]
+            runs += [
+                (label, r) for r in measure_in_subprocess(args.compare_tree, args, workload, split_prefill)
+            ]
+            results = measure_in_subprocess(None, args, workload, split_prefill)
+        runs += [("this checkout", r) for r in results]
     print_table(runs, args, workload)
 
 
