@@ -5,9 +5,10 @@ Default: one step of the config, then the step's first generation done as one ba
 task type and role (azr) against one generate call per (type, role) phase, as the reference implementation
 does. Same prompts, same sampling parameters, same seed.
 
-`--compare`: the step as it was before issue 17 (`BASELINE_SWITCHES`: a separate no-grad pass scoring the
-behaviour log-probs, every sequence forwarded whole, and the engine's prompt-prefix sharing off where the
-config has that switch), then the step as configured, each from a fresh trainer on the same config and
+`--compare`: the step as it was before issue 17, as far as switches give it (`BASELINE_SWITCHES`: a
+separate no-grad pass scoring the behaviour log-probs, every sequence forwarded whole, and the engine's
+prompt-prefix sharing off where the config has that switch; what changed without a switch is in both),
+then the step as configured, each from a fresh trainer on the same config and
 seed, `--steps` steps each, the last one reported. `--new-set` applies to the new step only (e.g. the
 prompt switches `selfplay.shared_references=true`). Per-phase seconds, update tokens and tokens/s, and
 the machine-normalised step cost: step seconds x the fp32 matmul GFLOP/s measured in the same run / 1000
@@ -120,11 +121,18 @@ def comparison_rows(before: StepRun, after: StepRun, fp32_gflops: float) -> list
 def compare(args: argparse.Namespace, console: Console) -> None:
     fp32_gflops = matmul_peak(torch.float32)
     baseline = [*args.overrides, *baseline_switches()]
-    before = run_steps(load_config(args.config, baseline), args.steps)
+    before_config = load_config(args.config, baseline)
+    before = run_steps(before_config, args.steps)
     after = run_steps(load_config(args.config, [*args.overrides, *args.new_overrides]), args.steps)
+    # `model.dtype: auto` computes in bf16 where the CPU runs it natively, which the fp32 normalisation
+    # does not see: say which, with its peak.
+    dtype = before_config.model.dtype
+    peaks = f"fp32 matmul {fp32_gflops:.1f} GFLOP/s"
+    if dtype == "bfloat16":
+        peaks += f", bf16 {matmul_peak(torch.bfloat16):.1f}"
     table = Table(
         title=f"step {args.steps} of {args.config} ({' '.join(args.overrides) or 'preset as is'}), "
-        f"before issue 17 and now; fp32 matmul {fp32_gflops:.1f} GFLOP/s"
+        f"before issue 17 and now; {dtype} compute; {peaks}"
     )
     table.add_column("measure")
     table.add_column("before", justify="right")
