@@ -288,3 +288,22 @@ def test_gradient_checkpointing_forwards_whole_sequences(tiny_qwen_dir: Path) ->
     reference_metrics, reference = parameter_steps(tiny_qwen(tiny_qwen_dir, lora=True), sequences, unshared)
     assert_same_gradients(checkpointed, reference)
     assert metrics["update/forward_positions"] == reference_metrics["update/forward_positions"]
+
+
+def test_a_model_that_drops_the_cache_is_an_error_not_a_wrong_answer(tiny_qwen_dir: Path) -> None:
+    policy = tiny_qwen(tiny_qwen_dir, lora=False, gradient_checkpointing=True)
+    prefix = torch.tensor([[7, 8, 9]])
+    key_values = prefix_key_values(policy.model.eval(), prefix)  # checkpointing is for training only
+    policy.model.train()
+    with pytest.raises(RuntimeError, match="did not fill the prefix cache"):
+        prefix_key_values(policy.model, prefix)
+    parts = pack_sequences([[20, 21]], [[40, 41]], pad_token_id(policy.tokenizer))
+    mask = torch.cat([torch.ones(1, 3, dtype=torch.long), parts.attention_mask], dim=1)
+    with pytest.raises(ValueError, match="drop past_key_values"):
+        sequence_logprobs(
+            policy.model,
+            parts.input_ids,
+            mask,
+            parts.response_mask,
+            past_key_values=expanded_cache(key_values, 1),
+        )

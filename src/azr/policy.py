@@ -446,6 +446,10 @@ def sequence_logprobs(
             f"response_mask {tuple(response_mask.shape)} does not fit input_ids {(batch, total_len)}."
         )
     past = past_key_values.get_seq_length() if past_key_values is not None else 0
+    if past and model.training and activation_checkpointed(model):
+        raise ValueError(
+            "checkpointed decoder layers drop past_key_values in training: forward whole sequences"
+        )
     if tuple(attention_mask.shape) != (batch, past + total_len):
         raise ValueError(
             f"attention_mask {tuple(attention_mask.shape)} does not cover {past} cached and {total_len} new "
@@ -494,6 +498,13 @@ def sequence_logprobs(
         token_logprobs = token_logprobs.masked_scatter(selected, torch.cat(logprob_chunks))
         token_entropy = token_entropy.masked_scatter(selected, torch.cat(entropy_chunks))
     return token_logprobs, token_entropy
+
+
+def activation_checkpointed(model: torch.nn.Module) -> bool:
+    """Whether any layer of `model` recomputes its activations in backward (transformers < 5.23 names it
+    `gradient_checkpointing`, later versions `activation_checkpointing`)."""
+    names = ("gradient_checkpointing", "activation_checkpointing")
+    return any(getattr(module, name, False) is True for module in model.modules() for name in names)
 
 
 def decoder_states(model: torch.nn.Module, **inputs: Any) -> torch.Tensor:

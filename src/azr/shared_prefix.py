@@ -23,7 +23,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from azr.policy import decoder_states
+from azr.policy import activation_checkpointed, decoder_states
 
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer, [rows, kv heads, length, head dim]
 
@@ -94,7 +94,7 @@ def supports_prefix_cache(model: torch.nn.Module) -> bool:
     (GradientCheckpointingLayer), so the suffix would attend to nothing before it. Not with sliding-window
     or other non-plain cache layers, whose caches keep only part of the prefix.
     """
-    if getattr(model, "is_gradient_checkpointing", False):
+    if activation_checkpointed(model):
         return False
     cache = DynamicCache(config=model.config)
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
@@ -111,6 +111,9 @@ def prefix_key_values(model: torch.nn.Module, prefix_ids: torch.Tensor) -> KeyVa
         past_key_values=cache,
         use_cache=True,
     )
+    if cache.get_seq_length() != prefix_ids.shape[1]:
+        # Checkpointed decoder layers, for one, drop the cache.
+        raise RuntimeError("the model's layers did not fill the prefix cache: forward whole sequences")
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
