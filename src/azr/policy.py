@@ -501,8 +501,9 @@ def sequence_logprobs(
 
 
 def activation_checkpointed(model: torch.nn.Module) -> bool:
-    """Whether any layer of `model` recomputes its activations in backward (transformers < 5.23 names it
-    `gradient_checkpointing`, later versions `activation_checkpointing`)."""
+    """Whether any layer of `model` recomputes its activations in backward: its `gradient_checkpointing`
+    flag in transformers 5.19, or `activation_checkpointing` in case the flag followed the method's
+    rename (`activation_checkpointing_enable`, 5.23; not checked there)."""
     names = ("gradient_checkpointing", "activation_checkpointing")
     return any(getattr(module, name, False) is True for module in model.modules() for name in names)
 
