@@ -47,31 +47,23 @@ def benchmark_script() -> Callable[[str], ModuleType]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, hidden-64 llama model (random weights, seed 0) saved with `save_pretrained`."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from azr.policy import named_model_path
+    from tiny_models import save_random_model
 
-    tokenizer = AutoTokenizer.from_pretrained(named_model_path("embedded"), local_files_only=True)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    return save_random_model(
+        tmp_path_factory.mktemp("tiny-llama"),
+        named_model_path("embedded"),
+        LlamaConfig,
+        LlamaForCausalLM,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")

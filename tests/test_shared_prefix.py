@@ -104,28 +104,23 @@ def test_a_group_is_micro_batched_after_its_prefix_shortest_first() -> None:
 @pytest.fixture(scope="module")
 def tiny_qwen_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A 2-layer, hidden-64 Qwen2 (biased q/k/v, grouped-query attention; random weights, seed 0)."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
+    from tiny_models import save_random_model
+
+    return save_random_model(
+        tmp_path_factory.mktemp("tiny-qwen2"),
+        tiny_model_dir,
+        Qwen2Config,
+        Qwen2ForCausalLM,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
         use_sliding_window=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-qwen2")
-    Qwen2ForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def tiny_qwen(directory: Path, lora: bool, **kwargs) -> Policy:
