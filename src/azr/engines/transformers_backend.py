@@ -1,4 +1,14 @@
-"""Generation with a transformers causal LM in the trainer's process, token by token with a KV cache."""
+"""Generation with a transformers causal LM in the trainer's process, token by token with a KV cache.
+
+transformers' own continuous batching (`generate_batch` / `ContinuousBatchingManager`, 5.19) schedules and
+pages a batch much as this backend does, but cannot meet the engine contract (`azr.engines.base`): its
+log-probs are those of the processed distribution (after temperature and top-p), not the model's; it has
+no stop strings (only EOS and a token budget); greedy or sampling is one setting for the whole manager, not
+per request; its sampler draws from the global RNG, seeded once per manager (it reseeds the process's),
+in a background thread, so a call's seed cannot make it reproducible; and it switches the trainer's model
+to flash attention where that is installed. A static cache with `torch.compile` cannot drop or admit rows
+mid-call (every row writes the same cache position), so a batch would run until its longest row ends.
+"""
 
 from __future__ import annotations
 
