@@ -28,6 +28,7 @@ from azr.engines.grouped_attention import decoding_attention
 from azr.engines.row_cache import RowCache
 from azr.engines.stop_strings import StopScanner, decodes_bytewise
 from azr.policy import Policy, eos_token_ids, pad_token_id, position_ids_from_mask
+from azr.shared_prefix import common_prefix_length
 
 # Padded prompt tokens per prefill forward pass: bounds its activations (and the attention mask, which grows
 # with the square of the length) whatever `max_batch_size` is.
@@ -328,7 +329,7 @@ class TransformersBackend(GenerationBackend):
         while start < len(ordered):
             first, end, shared = ordered[start][1], start + 1, len(ordered[start][1]) - 1
             while end < len(ordered):
-                common = min(_common_prefix(first, ordered[end][1]), len(ordered[end][1]) - 1)
+                common = min(common_prefix_length(first, ordered[end][1]), len(ordered[end][1]) - 1)
                 if min(shared, common) < MIN_SHARED_PREFIX:
                     break
                 shared, end = min(shared, common), end + 1
@@ -422,16 +423,6 @@ class TransformersBackend(GenerationBackend):
             row.finish_reason = "length"
         if row.finish_reason:
             row.text = self.tokenizer.decode(row.response_ids, skip_special_tokens=True)
-
-
-def _common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
-    """How many leading tokens two prompts share."""
-    length = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        length += 1
-    return length
 
 
 def _prefill_chunks(lengths: list[int]) -> list[slice]:
