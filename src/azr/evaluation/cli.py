@@ -90,7 +90,8 @@ def eval_command(
         "--benchmarks",
         help="Comma-separated: cruxeval-o, cruxeval-i, "
         "humaneval, mbppplus, math500, aime24, aime25, amc23, minerva, olympiadbench, "
-        "gsm8k, or a NAME given with --benchmark-file.",
+        "gsm8k, the held-out self-play probe probe-deduction, probe-abduction, probe-induction "
+        "(all three: selfplay-probe), or a NAME given with --benchmark-file.",
     ),
     limit: int | None = typer.Option(
         None, "--limit", min=1, help="Only the first N problems of each benchmark."
@@ -138,7 +139,7 @@ def eval_command(
     """Evaluate a model on offline benchmarks (greedy pass@1 by default); code is only run in the sandbox."""
     from azr.config import GenerationConfig
     from azr.engines import BACKENDS, make_backend
-    from azr.evaluation.benchmarks import BenchmarkError, load_benchmark
+    from azr.evaluation.benchmarks import BenchmarkError, expand_aliases, load_benchmark
     from azr.evaluation.runner import evaluate
     from azr.executor import Executor, ExecutorConfig
     from azr.policy import ModelLoadError, load_policy
@@ -147,7 +148,7 @@ def eval_command(
         raise typer.BadParameter(f"use one of {', '.join(PROMPT_STYLES)}", param_hint="--prompt-style")
     if backend_name not in BACKENDS:
         raise typer.BadParameter(f"use one of {', '.join(BACKENDS)}", param_hint="--backend")
-    names = [name.strip() for name in benchmarks.split(",") if name.strip()]
+    names = expand_aliases([name.strip() for name in benchmarks.split(",") if name.strip()])
     if not names:
         raise typer.BadParameter("name at least one benchmark", param_hint="--benchmarks")
     try:

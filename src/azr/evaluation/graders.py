@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from azr import probe
 from azr.evaluation.benchmarks import Problem
 from azr.evaluation.math_grading import MathGrader
 from azr.executor import Executor
@@ -149,6 +150,8 @@ def submit_grade(
     """Start grading `answer`, the extracted output, input, program or math answer (None: none found)."""
     if answer is None:
         return done(Grade(False, "no_answer", "no answer could be extracted from the response"))
+    if problem.kind == "selfplay":
+        return then(probe.judge(executor, problem.task_type, problem.task, answer), _single)
     if problem.kind == "output":
         return then(executor.check_deduction(problem.gold_output, answer), _single)
     if problem.kind == "input" and not answer.strip():

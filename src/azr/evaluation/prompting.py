@@ -8,6 +8,10 @@
   space, and generation stops at the end of the line; code prompts end where the code starts (a HumanEval
   stub is continued in place) and stop at the next top-level statement; math prompts end with `Solution:`.
 
+The held-out probe of self-play tasks (kind `selfplay`) is asked in both styles with the self-play solver
+prompt, a plain completion prefix, and read back with the task type's own parser (`azr.probe`): it
+measures the model on the prompts it trains with.
+
 Both styles ask for the same thing with the same information, so a base and an instruct model are compared
 fairly; `auto` picks `chat` when the tokenizer has a chat template. Extraction never evaluates model text.
 """
@@ -18,6 +22,7 @@ import ast
 from dataclasses import dataclass
 from typing import Literal
 
+from azr import probe
 from azr.evaluation.benchmarks import Problem, ProblemKind
 from azr.evaluation.math_grading import extract_math_answer
 
@@ -30,6 +35,8 @@ DEFAULT_MAX_NEW_TOKENS: dict[ProblemKind, dict[PromptStyle, int]] = {
     "code": {"chat": 768, "completion": 512},
     "stdio": {"chat": 1024, "completion": 1024},
     "math": {"chat": 1024, "completion": 1024},
+    # The `cpu-coder` preset's solver budget (`generation.solve_max_new_tokens`).
+    "selfplay": {"chat": 96, "completion": 96},
 }
 """Token budget per kind and style; reasoning-heavy models need `--max-new-tokens` raised."""
 
@@ -74,6 +81,7 @@ def build_prompt(problem: Problem, style: PromptStyle) -> Prompt:
         "input": _input_prompt,
         "code": _code_prompt,
         "stdio": _stdio_prompt,
+        "selfplay": _selfplay_prompt,
     }
     return builders.get(problem.kind, _math_prompt)(problem, style == "chat")
 
@@ -114,6 +122,12 @@ def _input_prompt(problem: Problem, chat: bool) -> Prompt:
         ("\n",),
         False,
     )
+
+
+def _selfplay_prompt(problem: Problem, chat: bool) -> Prompt:
+    """The self-play solver prompt, whatever the style: the probe measures the prompts self-play trains on."""
+    text = probe.solver_prompt(problem.task_type, problem.task, problem.examples)
+    return Prompt(text, probe.solver_stop(problem.task_type), False)
 
 
 def _code_prompt(problem: Problem, chat: bool) -> Prompt:
@@ -259,4 +273,6 @@ def extract_answer(problem: Problem, response: str, style: PromptStyle) -> str |
         return first_line.strip()[:MAX_ANSWER_LINE_CHARS] or None
     if problem.kind == "math":
         return extract_math_answer(response)
+    if problem.kind == "selfplay":
+        return probe.parse_answer(problem.task_type, response)
     return _program(problem, response, style)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.engines import GenerationBackend, SamplingParams, chat_prompt
-from azr.evaluation.benchmarks import Problem, load_benchmark
+from azr.evaluation.benchmarks import Problem, expand_aliases, load_benchmark
 from azr.evaluation.graders import Grade, submit_grade
 from azr.evaluation.math_grading import MathGrader
 from azr.evaluation.prompting import (
@@ -174,7 +174,8 @@ def evaluate(
     math_grader: MathGrader | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Run `backend` on `benchmarks` (the first `limit` problems of each) and grade every answer.
+    """Run `backend` on `benchmarks` (the first `limit` problems of each) and grade every answer. An alias
+    (`selfplay-probe`) stands for the benchmarks it names, each scored on its own.
 
     Greedy pass@1 by default. With `samples` > 1 (which needs `temperature` > 0), each problem gets that
     many samples and the score is the unbiased pass@`pass_k` (default: `samples`); pass@1 is reported too.
@@ -184,6 +185,7 @@ def evaluate(
     Raises `BenchmarkError` for unknown benchmarks or bad files, `ValueError` for bad settings.
     """
     pass_k = _checked_pass_k(samples, temperature, pass_k, max_new_tokens)
+    benchmarks = expand_aliases(benchmarks)
     style = resolve_style(prompt_style, getattr(backend.tokenizer, "chat_template", None) is not None)
     problem_sets = {name: load_benchmark(name, benchmark_files, limit) for name in benchmarks}
     settings = {

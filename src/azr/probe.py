@@ -1,0 +1,244 @@
+"""The held-out probe: self-play tasks written by the base model, for measuring what self-play learns.
+
+A benchmark of the model's own task distribution, which nothing may train on. `benchmarks/build_probe.py`
+had the base model propose tasks of every type as self-play does, validated each in the sandbox (the
+answer is the sandbox's), removed duplicates and anything identical to a training seed, and split the
+rest by program into the probe and a training split for the solver-only control:
+
+    data/probe/{deduction,abduction,induction}.jsonl   the probe, a task a line with its solver example
+    data/probe/train.jsonl                             the training split, in the seed-file format
+    data/probe/provenance.json                         how it was built: model, backend, seed, counts
+
+No probe task shares a program (`program_key`: normalised, with its own names numbered) with the training
+split, the shipped seed files or the identity seeds. `in_probe`, `without_probe_tasks` and
+`check_no_probe_tasks` keep probe tasks out of training buffers.
+
+The probe is asked with the self-play solver prompts of the completion format at a pinned template
+version, so that results files made before and after training stay comparable when templates change;
+each task's worked example was drawn once from the training split and is stored with it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from azr.parsing import MAX_PROGRAM_CHARS, BadFormat, normalize_program
+from azr.tasks import Task, TaskType, get_task_type
+
+if TYPE_CHECKING:
+    from azr.executor import Executor, Verdict
+    from azr.prompts import PromptFormat
+
+PROBE_TYPES = ("deduction", "abduction", "induction")
+BENCHMARK_PREFIX = "probe-"
+PROBE_BENCHMARKS = {f"{BENCHMARK_PREFIX}{name}": name for name in PROBE_TYPES}
+"""Benchmark name -> task type: `probe-deduction`, `probe-abduction`, `probe-induction`."""
+ALIAS = "selfplay-probe"
+"""The three probe benchmarks at once."""
+PROMPT_FORMAT = "completion"
+PROMPT_VERSION = "v3"
+"""The template version the probe is asked in (the newest when it was built), recorded in its provenance."""
+TRAIN_SPLIT = "train.jsonl"
+PROVENANCE = "provenance.json"
+
+
+class ProbeLeakError(ValueError):
+    """Tasks meant for training that share a program with the held-out probe."""
+
+
+@dataclass(frozen=True)
+class ProbeTask:
+    """One probe task: its id (unique within its type), the task, and the solved examples its prompt shows."""
+
+    id: str
+    task_type: str
+    task: Task
+    examples: tuple[Task, ...] = ()
+
+
+def probe_dir() -> Path:
+    return Path(str(resources.files("azr").joinpath("data", "probe")))
+
+
+def probe_path(task_type: str) -> Path:
+    """The probe file of one task type."""
+    if task_type not in PROBE_TYPES:
+        raise ValueError(f"no probe of task type {task_type!r}; known: {', '.join(PROBE_TYPES)}")
+    return probe_dir() / f"{task_type}.jsonl"
+
+
+def train_split_path() -> Path:
+    """The control's training split, a seed file for `selfplay.seed_file` / `azr.tasks.load_seed_tasks`."""
+    return probe_dir() / TRAIN_SPLIT
+
+
+def provenance() -> dict[str, Any]:
+    """How the shipped probe was built: model, backend, seed, date, command, counts, valid rates."""
+    return json.loads((probe_dir() / PROVENANCE).read_text("utf-8"))
+
+
+def seed_row(task: Task) -> dict[str, Any]:
+    """A task as a row of a seed file (`snippet` and `input`/`output`, or `inputs`/`outputs`/`message`)."""
+    if task.inputs:
+        return {
+            "snippet": task.program,
+            "inputs": list(task.inputs),
+            "outputs": list(task.outputs),
+            "message": task.message,
+        }
+    return {"snippet": task.program, "input": task.input, "output": task.output}
+
+
+def task_of_row(row: dict[str, Any]) -> Task:
+    """The task of a seed-file row (the inverse of `seed_row`)."""
+    if "inputs" in row:
+        return Task(
+            row["snippet"], inputs=tuple(row["inputs"]), outputs=tuple(row["outputs"]), message=row["message"]
+        )
+    return Task(row["snippet"], row["input"], row["output"])
+
+
+def probe_row(probe_task: ProbeTask) -> dict[str, Any]:
+    """A probe task as one line of its probe file."""
+    return {
+        "id": probe_task.id,
+        **seed_row(probe_task.task),
+        "examples": [seed_row(example) for example in probe_task.examples],
+    }
+
+
+def load_probe(task_type: str, path: str | Path | None = None) -> list[ProbeTask]:
+    """The probe tasks of one type, in file order (the shipped file unless `path` is given)."""
+    path = Path(path) if path is not None else probe_path(task_type)
+    tasks = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                tasks.append(
+                    ProbeTask(
+                        str(row["id"]),
+                        task_type,
+                        task_of_row(row),
+                        tuple(task_of_row(example) for example in row["examples"]),
+                    )
+                )
+            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                raise ValueError(f"{path}:{number}: not a probe row ({error})") from error
+    return tasks
+
+
+class _NumberedNames(ast.NodeTransformer):
+    """Renames the names a program binds (parameters, assigned and loop variables) to `v0`, `v1`, … in
+    the order they first appear; names it only reads (builtins, imports' attributes) stay."""
+
+    def __init__(self, bound: set[str]) -> None:
+        self.bound = bound
+        self.numbers: dict[str, str] = {}
+
+    def _number(self, name: str) -> str:
+        if name not in self.bound:
+            return name
+        return self.numbers.setdefault(name, f"v{len(self.numbers)}")
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.arg = self._number(node.arg)
+        return node
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        node.id = self._number(node.id)
+        return node
+
+
+def program_key(program: str) -> str:
+    """What two programs are compared by: the normalised program (layout and comments do not count) with
+    its own names numbered, so that a copy with renamed parameters or variables is the same program
+    (`def f(abc): return abc` is the identity seed)."""
+    try:
+        tree = ast.parse(program) if len(program) <= MAX_PROGRAM_CHARS else None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = None
+    if tree is None:
+        return normalize_program(program)
+    bound = {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    bound |= {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+    }
+    try:
+        return ast.unparse(_NumberedNames(bound).visit(tree))
+    except (ValueError, RecursionError):
+        return normalize_program(program)
+
+
+@cache
+def probe_programs() -> frozenset[str]:
+    """The program keys of every shipped probe task, all types together."""
+    return frozenset(program_key(item.task.program) for name in PROBE_TYPES for item in load_probe(name))
+
+
+def in_probe(task: Task) -> bool:
+    """Whether `task` shares its program with a probe task (of any type): such a task must not be trained
+    on, whatever its input, or the probe would no longer be held out."""
+    return program_key(task.program) in probe_programs()
+
+
+def without_probe_tasks(tasks: Iterable[Task]) -> list[Task]:
+    """`tasks` without those that share a program with the probe (e.g. self-play proposals for a buffer)."""
+    return [task for task in tasks if not in_probe(task)]
+
+
+def check_no_probe_tasks(tasks: Iterable[Task], source: str) -> None:
+    """Refuse training tasks (a seed file, a buffer) that share a program with the probe: raises
+    `ProbeLeakError` naming `source`, how many tasks and the first such program."""
+    leaked = [task for task in tasks if in_probe(task)]
+    if leaked:
+        first = leaked[0].program.splitlines()[0] if leaked[0].program else ""
+        raise ProbeLeakError(
+            f"{source}: {len(leaked)} task(s) share a program with the held-out probe (first: {first!r}); "
+            "probe tasks must never be trained on"
+        )
+
+
+@cache
+def probe_format() -> PromptFormat:
+    from azr.prompts import get_format
+
+    return get_format(PROMPT_FORMAT, PROMPT_VERSION)
+
+
+@cache
+def probe_task_type(task_type: str) -> TaskType:
+    return get_task_type(task_type)
+
+
+def solver_prompt(task_type: str, task: Task, examples: Sequence[Task]) -> str:
+    """The self-play solver prompt of `task`, showing `examples` first."""
+    return probe_task_type(task_type).solver_prompt(probe_format(), task, examples)
+
+
+def solver_stop(task_type: str) -> tuple[str, ...]:
+    return tuple(probe_task_type(task_type).stop(probe_format(), "solve"))
+
+
+def parse_answer(task_type: str, response: str) -> str | None:
+    """The answer in a solver response as self-play reads it, or None when it cannot be read."""
+    answer = probe_task_type(task_type).parse_answer(probe_format(), response)
+    return None if isinstance(answer, BadFormat) else answer
+
+
+def judge(executor: Executor, task_type: str, task: Task, answer: str) -> Future[Verdict]:
+    """The task type's own check in the sandbox: deduction compares outputs, abduction runs f on the
+    answer, induction runs the answered program on the held-out pairs."""
+    return probe_task_type(task_type).judge(executor, task, answer)
