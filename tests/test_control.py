@@ -51,7 +51,7 @@ def write_split(path: Path) -> Path:
             "outputs": [str(k), str(2 * k), str(3 * k), str(4 * k)],
             "message": f"Multiplies by {k}.",
         }
-        for k in (2, 3, 5)
+        for k in (7, 9, 11)  # no program of the held-out probe, which a split must not hold
     ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -59,13 +59,13 @@ def write_split(path: Path) -> Path:
 
 def answer_one(task_type: str, role: str, prompt: str) -> str:
     """Deduction answers 1 (right on half the split), abduction answers unparseable, induction the rule
-    of the multiply-by-2 task."""
+    of the multiply-by-7 task."""
     assert role == "solve", "solver-only must not propose"
     if task_type == "deduction":
         return " 1"
     if task_type == "abduction":
         return "@@@"
-    return "x):\n    return x * 2"
+    return "x):\n    return x * 7"
 
 
 @pytest.fixture
@@ -119,7 +119,8 @@ def test_solver_only_needs_a_split_and_no_proposer_settings(split: Path) -> None
 
 def test_control_preset_is_cpu_coder_without_the_proposer() -> None:
     control, selfplay = load_config("cpu-coder-control"), load_config("cpu-coder")
-    assert control.selfplay.mode == "solver-only" and control.selfplay.train_tasks
+    assert control.selfplay.mode == "solver-only"
+    assert control.selfplay.train_tasks == "package:data/probe/train.jsonl"
     assert control.model == selfplay.model
     assert control.optim == selfplay.optim
     assert control.generation.solve_max_new_tokens == selfplay.generation.solve_max_new_tokens
@@ -196,6 +197,16 @@ def test_a_solver_only_step_solves_split_tasks_and_trains_only_the_solver(make_t
 def test_the_split_must_fit_in_the_buffer(make_trainer) -> None:
     with pytest.raises(ConfigError, match=r"do not fit in selfplay.buffer_cap"):
         make_trainer("selfplay.buffer_cap=5")
+
+
+def test_a_split_holding_a_probe_program_is_refused(make_trainer, split: Path) -> None:
+    from azr.probe import load_probe, seed_row
+
+    leaked = load_probe("deduction")[5].task
+    with split.open("a") as rows:
+        rows.write(json.dumps(seed_row(leaked)) + "\n")
+    with pytest.raises(ConfigError, match=r"1 task\(s\) share a program with the held-out probe"):
+        make_trainer()
 
 
 def test_a_control_run_killed_before_its_first_checkpoint_starts_again(make_trainer, tmp_path: Path) -> None:

@@ -72,6 +72,23 @@ def test_grows_to_the_target_with_valid_distinct_tasks(executor: Executor) -> No
     assert all(prompt.endswith("def f(") for prompt in model.prompts)
 
 
+def test_tasks_that_keep_refuses_count_as_valid_but_are_not_kept(executor: Executor) -> None:
+    deduction = Deduction()
+    result = grow_seed_tasks(
+        deduction,
+        COMPLETION,
+        executor,
+        FakeModel(adders()),
+        deduction.seed_tasks(),
+        target=4,
+        rng=random.Random(0),
+        batch_size=3,
+        keep=lambda task: task.output not in ("2", "4"),
+    )
+    assert [task.output for task in result.tasks[1:]] == ["3", "5", "6"]
+    assert result.valid == 5
+
+
 def test_stops_after_the_attempt_budget_when_the_model_cannot_propose(executor: Executor) -> None:
     deduction = Deduction()
     model = FakeModel(iter(lambda: "nonsense", None))

@@ -88,7 +88,8 @@ class ScriptedBackend(GenerationBackend):
 
 def distinct_valid_proposals() -> Callable[[str, str, str], str]:
     """Every proposal valid and new. Deduction answers are wrong on every third call (so learnability
-    samples of one task can disagree), abduction answers unparseable, induction answers the identity."""
+    samples of one task can disagree), abduction answers unparseable, induction answers the identity.
+    (`+ 7919` keeps the programs off the held-out probe's, which a trainer never stores.)"""
     counter = itertools.count(1)
 
     def respond(task_type: str, role: str, prompt: str) -> str:
@@ -97,10 +98,10 @@ def distinct_valid_proposals() -> Callable[[str, str, str], str]:
             calls = "\n".join(f"    assert f({k * 10 + j}) == 0" for j in range(4))
             return f"Some numbers.\n{calls}"
         if role == "propose":
-            return f"x):\n    return x * {k}\nassert f(1) == 0"
+            return f"x):\n    return x * {k} + 7919\nassert f(1) == 0"
         if task_type == "deduction":
-            factor = re.findall(r"return x \* (\d+)\nassert f\(1\) ==$", prompt)
-            return f" {factor[0]}" if factor and k % 3 else " 'nope'"
+            factor = re.findall(r"return x \* (\d+) \+ 7919\nassert f\(1\) ==$", prompt)
+            return f" {int(factor[0]) + 7919}" if factor and k % 3 else " 'nope'"
         if task_type == "abduction":
             return "@@@ not an input"
         return "x):\n    return x"
@@ -162,6 +163,52 @@ def test_this_steps_valid_proposals_are_this_steps_solver_batch(make_trainer) ->
         for row in solved:
             task = stored[row["task_id"]]
             assert (task.message if task_type == "induction" else task.program) in row["prompt"]
+
+
+def test_a_proposal_on_a_probe_program_keeps_its_reward_but_is_never_stored_or_trained(make_trainer) -> None:
+    from azr.probe import in_probe, load_probe
+
+    held_out = load_probe("deduction")[0].task
+    others = distinct_valid_proposals()
+
+    def propose_the_probe(task_type: str, role: str, prompt: str) -> str:
+        if task_type == "deduction" and role == "propose":
+            renamed = held_out.program.removeprefix("def f(")  # the same program under its own names
+            return f"{renamed}\nassert f({held_out.input}) == 0"
+        return others(task_type, role, prompt)
+
+    trainer = make_trainer(propose_the_probe, "selfplay.seed_file=null")
+    metrics = trainer.train_step()
+    rows = samples(trainer, 1)
+    assert metrics["held_out/deduction"] == B
+    assert metrics["valid_rate/deduction"] == 1.0 and metrics["buffer_added/deduction"] == 0
+    assert not any(in_probe(task) for buffer in trainer.buffers.values() for task in buffer.tasks)
+    proposed = [r for r in rows if r["task_type"] == "deduction" and r["role"] == "propose"]
+    assert len(proposed) == B
+    assert all(r["valid"] and r["held_out"] and r["task_id"] is None for r in proposed)
+    assert all(r["solve_rate"] is not None for r in proposed)
+    # Its learnability samples were scored, none trained: the solver batch is the identity task.
+    solved = [r for r in rows if r["task_type"] == "deduction" and r["role"] == "solve"]
+    assert solved and all(r["task"]["program"] != held_out.program for r in solved)
+    assert all(held_out.output not in r["prompt"].splitlines()[-1] for r in solved)
+    assert metrics["solver_fresh/deduction"] == 0
+
+
+def test_seed_file_tasks_on_a_probe_program_are_left_out(make_trainer, tmp_path: Path) -> None:
+    from azr.probe import load_probe
+
+    task = load_probe("abduction")[3].task
+    seeds = tmp_path / "leaky.jsonl"
+    rows = [
+        {"snippet": task.program, "input": task.input, "output": task.output},
+        {"snippet": "def f(x):\n    return x + 7919", "input": "1", "output": "7920"},
+    ]
+    seeds.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    trainer = make_trainer(distinct_valid_proposals(), f"selfplay.seed_file={seeds}")
+    for buffer in trainer.buffers.values():
+        programs = [t.program for t in buffer.tasks]
+        assert task.program not in programs
+    assert "def f(x):\n    return x + 7919" in [t.program for t in trainer.buffers["deduction"].tasks]
 
 
 def test_every_reward_case_of_a_step_matches_the_documented_table(make_trainer) -> None:

@@ -35,6 +35,7 @@ class Rollout:
     verdict: Verdict | None = None  # solve; None when the answer could not be parsed
     learnability: list[Rollout] = field(default_factory=list)  # propose: n solver samples on its task
     trained: bool = True  # learnability samples are scored; only the one reused as a solver answer trains
+    held_out: bool = False  # propose: valid, but one of the probe's programs, so never stored or trained on
     reward: float | None = None
     advantage: float | None = None
 
@@ -87,7 +88,8 @@ def sample_row(rollout: Rollout, step: int) -> dict[str, Any]:
     Always: step, task_type, role, prompt, response, finish_reason, reward, advantage. Solver rows add
     task_id and task_step (the buffer id of the task asked and the step that added it), the task, the
     parsed answer and the verdict. Proposer rows add the validation outcome, the solve rate of the
-    learnability samples and, once stored, the task with its task_id.
+    learnability samples, whether its task is a held-out probe program (then never stored) and, once stored,
+    the task with its task_id.
     """
     completion = rollout.completion
     row: dict[str, Any] = {
@@ -117,6 +119,7 @@ def sample_row(rollout: Rollout, step: int) -> dict[str, Any]:
             "valid": rollout.valid,
             "reason": validation.reason if validation is not None else None,
             "solve_rate": rollout.solve_rate,
+            "held_out": rollout.held_out,
             "task_id": task.task_id if task else None,
             "task": task.__dict__ if task else None,
         }

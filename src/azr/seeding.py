@@ -83,6 +83,7 @@ def grow_seed_tasks(
     references: int = 6,
     batch_size: int = 16,
     max_proposals: int | None = None,
+    keep: Callable[[Task], bool] | None = None,
 ) -> SeedingResult:
     """Propose batches from the growing task list until it holds `target` distinct valid tasks.
 
@@ -90,7 +91,8 @@ def grow_seed_tasks(
     the task type draws (`TaskType.proposer_references`) from the growing list and from `other_pools`
     (e.g. the program-and-input buffers an induction prompt takes its program from). Stops after
     `max_proposals` proposals (default 20·target) whether or not the target was reached: a model that cannot
-    produce valid tasks ends with `reached == False` instead of looping forever.
+    produce valid tasks ends with `reached == False` instead of looping forever. A valid task that `keep`
+    refuses (one of the held-out probe's programs) counts as valid but is not kept.
     """
     if not initial:
         raise ValueError("seeding needs at least one initial task (the identity task)")
@@ -118,7 +120,7 @@ def grow_seed_tasks(
         validations = [future.result() for future in task_type.validate_batch(executor, parsed)]
         tasks = [validation.task for validation in validations if validation.task is not None]
         valid += len(tasks)
-        grown.add(tasks)
+        grown.add(task for task in tasks if keep is None or keep(task))
     return SeedingResult(list(contents(grown.tasks)), target, proposals, valid, rounds)
 
 

@@ -22,6 +22,10 @@ proposer. Its buffers hold the fixed split `selfplay.train_tasks` and nothing el
 step draws B tasks per type from them (the trainer's rng, so a resumed run draws the same), solves them in
 one generation call, judges them and trains the `<type>/solve` groups. Its metrics keep the self-play keys
 that mean the same thing (solve_rate/<type>, reward/<type>/solve, update/*, time/*).
+
+Nothing trains on the held-out probe (`azr.probe`): a seed file's tasks on one of its programs are left
+out, a control split holding one is refused, and a valid proposal on one of them (`held_out/<type>`)
+keeps its proposer reward but is neither stored in a buffer nor given to the solver batch.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from azr.engines import Completion, GenerationBackend, SamplingParams, make_back
 from azr.executor import Executor, Verdict
 from azr.metrics import MetricsWriter
 from azr.policy import load_frozen_reference, save_policy_weights
+from azr.probe import ProbeLeakError, check_no_probe_tasks, in_probe, without_probe_tasks
 from azr.prompts import get_format
 from azr.rollouts import Rollout, assign_rewards, mean_rewards, sample_row
 from azr.run_dir import RunDir, attach_file_log
@@ -253,7 +258,9 @@ class Trainer:
         added = {}
         for name, buffer in self.buffers.items():
             valid = [p for p in proposals if p.task_type == name and p.valid]
-            added[name] = buffer.add(p.validation.task for p in valid)
+            for proposal in valid:
+                proposal.held_out = in_probe(proposal.validation.task)
+            added[name] = buffer.add(p.validation.task for p in valid if not p.held_out)
             for proposal in valid:
                 proposal.task = buffer.stored(proposal.validation.task) or proposal.validation.task
         return added
@@ -269,7 +276,8 @@ class Trainer:
                 if proposal.task_type == name and proposal.valid:
                     proposal.learnability = self._learnability_samples(task_type, proposal.task, drawn)
                     to_generate += proposal.learnability
-                    fresh.setdefault(task_key(proposal.task), proposal)
+                    if not proposal.held_out:
+                        fresh.setdefault(task_key(proposal.task), proposal)
             batch = self.buffers[name].sample_solver_batch(
                 self.rng, self.config.selfplay.batch_size, first=[p.task for p in fresh.values()]
             )
@@ -402,6 +410,7 @@ class Trainer:
                 s.task is not None and s.task.step == self.step for s in own_solutions
             ),
             f"buffer_added/{name}": added,
+            f"held_out/{name}": sum(p.held_out for p in own_proposals),
             **{f"proposals/{name}/{reason}": count for reason, count in reasons.items()},
         }
 
@@ -497,6 +506,13 @@ class Trainer:
                 continue
             path = task_file_path(spec, task_type)
             tasks = [task for task in load_seed_tasks(path) if task_type.accepts(task)]
+            if solver_only:  # the control's split is the other side of the probe's: a leak voids the control
+                try:
+                    check_no_probe_tasks(tasks, f"selfplay.train_tasks {path}")
+                except ProbeLeakError as error:
+                    raise ConfigError(str(error)) from error
+            elif held_out := len(tasks) - len(tasks := without_probe_tasks(tasks)):
+                log.warning("%s: %d %s task(s) on a held-out probe program left out", path, held_out, name)
             valid = validate_seed_tasks(task_type, self.executor, tasks)
             if solver_only and not valid:
                 raise ConfigError(f"selfplay.train_tasks {path}: no valid {name} task")
@@ -533,6 +549,7 @@ class Trainer:
                 references=cfg.references,
                 batch_size=self.config.generation.max_batch_size,
                 max_proposals=cfg.seed_max_proposals or None,
+                keep=lambda task: not in_probe(task),
             )
             buffer.add(result.tasks)
             log.log(
