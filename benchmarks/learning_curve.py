@@ -9,16 +9,25 @@ steps of each type: counts out of `selfplay.batch_size` draws per step, the two 
 two-sided p for "the rate did not change", so a rise of a few tasks in twenty can be told from chance. Its
 "learnable proposals" are those with a positive proposer reward (valid, solved sometimes but not always),
 counted from the run's samples files.
+
+A third table, when the run validated in training (`eval.every_steps`), has the scores of every
+validation step with the update tokens trained so far, so that two runs (self-play and its control) can be
+set side by side by tokens as well as steps. `--base RESULTS.json` (an `azr eval` results file of the
+starting model) adds a step-0 row scored on the same first `eval.limit` problems of each benchmark.
+
+    python benchmarks/learning_curve.py RUN_DIR [--window 5] [--base benchmarks/results/probe-base.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from azr.evaluation.benchmarks import expand_aliases
 from azr.report import RunData
 from azr.run_dir import RunDir
 
@@ -115,10 +124,46 @@ def window_table(records: list[dict[str, Any]], task_types: list[str], draws: in
     return lines
 
 
+def base_scores(results: dict[str, Any], benchmarks: list[str], limit: int) -> dict[str, float]:
+    """Each benchmark's score over its first `limit` records of an `azr eval` results file (the problems
+    in-training validation asks), for the benchmarks the file has."""
+    scores = {}
+    for name in expand_aliases(benchmarks):
+        records = [r for r in results.get("records", []) if r.get("benchmark") == name][:limit]
+        if records:
+            scores[name] = sum(bool(r["correct"]) for r in records) / len(records)
+    return scores
+
+
+def validation_table(records: list[dict[str, Any]], base: dict[str, float] | None = None) -> list[str]:
+    """Rows of the steps that logged `eval/<benchmark>` (and a step-0 row from `base`): update tokens
+    trained so far and each score in percent."""
+    names = sorted({key.removeprefix("eval/") for r in records for key in r if key.startswith("eval/")})
+    if not names:
+        return []
+    lines = ["| step | update tokens so far | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+
+    def percent(value: Any) -> str:
+        return f"{100 * value:.1f}" if isinstance(value, int | float) else "—"
+
+    if base:
+        lines.append("| 0 | 0 | " + " | ".join(percent(base.get(name)) for name in names) + " |")
+    tokens = 0
+    for record in records:
+        tokens += int(record.get("update/tokens", 0))
+        if any(f"eval/{name}" in record for name in names):
+            scores = " | ".join(percent(record.get(f"eval/{name}")) for name in names)
+            lines.append(f"| {record['step']} | {tokens} | {scores} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--window", type=int, default=5, help="steps pooled at each end (default 5)")
+    parser.add_argument(
+        "--base", type=Path, help="an `azr eval` results file of the starting model: a step-0 validation row"
+    )
     args = parser.parse_args(argv)
     if not RunDir(args.run_dir).metrics_path.is_file():
         print(f"error: {args.run_dir} has no metrics.jsonl: is it a run directory?", file=sys.stderr)
@@ -134,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(step_table(data.metrics, task_types)))
     print()
     print("\n".join(window_table(data.metrics, task_types, draws, args.window)))
+    evaluation = data.config.get("eval", {})
+    base = None
+    if args.base is not None:
+        results = json.loads(args.base.read_text())
+        base = base_scores(results, list(evaluation.get("benchmarks", [])), int(evaluation.get("limit", 0)))
+    validation = validation_table(data.metrics, base)
+    if validation:
+        print()
+        print("\n".join(validation))
     return 0
 
 

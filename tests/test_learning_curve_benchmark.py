@@ -61,3 +61,37 @@ def test_a_directory_without_metrics_is_a_clear_error(
 ) -> None:
     assert benchmark.main([str(tmp_path)]) == 2
     assert f"{tmp_path} has no metrics.jsonl: is it a run directory?" in capsys.readouterr().err
+
+
+def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems(
+    benchmark: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "config.yaml").write_text(
+        "selfplay:\n  batch_size: 2\n  task_types: [deduction]\n"
+        "eval:\n  benchmarks: [selfplay-probe]\n  limit: 2\n"
+    )
+    records = [
+        {"step": 1, "valid_rate/deduction": 0.5, "update/tokens": 100},
+        {"step": 2, "valid_rate/deduction": 0.5, "update/tokens": 120, "eval/probe-deduction": 0.5},
+        {"step": 3, "valid_rate/deduction": 1.0, "update/tokens": 80},
+        {"step": 4, "valid_rate/deduction": 1.0, "update/tokens": 90, "eval/probe-deduction": 1.0},
+    ]
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    # The base file holds more problems than validation asks: only the first two count.
+    base = {
+        "records": [
+            {"benchmark": "probe-deduction", "correct": True},
+            {"benchmark": "probe-deduction", "correct": False},
+            {"benchmark": "probe-deduction", "correct": False},
+            {"benchmark": "cruxeval-o", "correct": True},
+        ]
+    }
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    assert benchmark.main([str(root), "--window", "1", "--base", str(tmp_path / "base.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "| step | update tokens so far | probe-deduction |" in printed
+    assert "| 0 | 0 | 50.0 |" in printed
+    assert "| 2 | 220 | 50.0 |" in printed and "| 4 | 390 | 100.0 |" in printed
+    assert "| 3 | 300 |" not in printed

@@ -353,3 +353,19 @@ def test_categorical_draws_follow_the_probabilities() -> None:
     assert (frequencies[weights == 0] == 0).all(), "never a token of probability zero"
     again = _categorical(probs.repeat_interleave(draws, dim=0), torch.Generator().manual_seed(0))
     assert torch.equal(again.view(3, draws), tokens)
+
+
+def test_categorical_draws_follow_the_probabilities_in_float32_where_float64_is_missing(monkeypatch) -> None:
+    from azr.engines import transformers_backend
+
+    assert transformers_backend.cumulative_dtype(torch.device("mps")) == torch.float32
+    assert transformers_backend.cumulative_dtype(torch.device("cpu")) == torch.float64
+    monkeypatch.setattr(transformers_backend, "cumulative_dtype", lambda device: torch.float32)
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 0.0, 2.0]])
+    draws = 20000
+    generator = torch.Generator().manual_seed(1)
+    tokens = _categorical(probs.repeat_interleave(draws, dim=0), generator).view(2, draws)
+    frequencies = torch.stack([torch.bincount(row, minlength=5) for row in tokens]).float() / draws
+    weights = probs / probs.sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(frequencies, weights, rtol=0, atol=0.015)
+    assert (frequencies[weights == 0] == 0).all()

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from azr import __version__
+from azr.config import available_presets
 from azr.evaluation.cli import eval_command
 from azr.evaluation.compare import compare_command
 from azr.executor.cli import exec_app
@@ -51,9 +52,7 @@ def train(
         "tiny-cpu",
         "--config",
         "-c",
-        help="Preset name (tiny-cpu, single-gpu, paper-3b-coder, paper-7b-coder, paper-14b-coder, "
-        "paper-llama-8b)"
-        " or a YAML config file.",
+        help=f"Preset name ({', '.join(available_presets())}) or a YAML config file.",
     ),
     model: str | None = typer.Option(
         None,

@@ -1,0 +1,79 @@
+"""benchmarks/probe_experiment.sh: the commands it runs, read back through a stand-in `azr` that prints
+them, and the configs those commands give. The two arms must differ only where self-play and its control
+are meant to differ."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from azr.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "probe_experiment.sh"
+
+
+def commands(tmp_path: Path, *args: str) -> list[list[str]]:
+    """The azr command lines the script runs for `args`, one per call."""
+    log = tmp_path / "calls.txt"
+    log.unlink(missing_ok=True)
+    stand_in = tmp_path / "azr"
+    stand_in.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    stand_in.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "AZR": str(stand_in), "RUNS": str(tmp_path / "runs")}
+    subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, check=True)
+    return [shlex.split(line) for line in log.read_text().splitlines()]
+
+
+def config_of(command: list[str]):
+    """The TrainConfig an `azr train --config P --set K=V ...` command line resolves to."""
+    assert command[0] == "train"
+    preset = command[command.index("--config") + 1]
+    overrides = [command[i + 1] for i, word in enumerate(command) if word == "--set"]
+    steps = command[command.index("--steps") + 1]
+    return load_config(preset, [*overrides, f"steps={steps}"])
+
+
+def test_the_two_arms_share_model_update_solver_prompts_and_validation(tmp_path: Path) -> None:
+    (selfplay,) = commands(tmp_path, "train", "selfplay", "60")
+    (control,) = commands(tmp_path, "train", "control", "60")
+    a, b = config_of(selfplay), config_of(control)
+    assert (a.selfplay.mode, b.selfplay.mode) == ("self-play", "solver-only")
+    assert a.selfplay.learnability_samples == 8 and a.selfplay.seed_file is None
+    assert a.steps == b.steps == 60
+    assert a.model == b.model and a.optim == b.optim and a.eval == b.eval
+    assert a.generation.solve_max_new_tokens == b.generation.solve_max_new_tokens
+    for field in ("prompt_format", "prompt_version", "solver_examples", "shared_solver_examples"):
+        assert getattr(a.selfplay, field) == getattr(b.selfplay, field), field
+    assert a.sequences_per_step == b.sequences_per_step
+    assert a.eval.benchmarks == ["selfplay-probe"] and a.eval.every_steps > 0
+    assert selfplay[selfplay.index("--run-dir") + 1].endswith("runs/probe-selfplay")
+
+
+def test_a_begun_run_is_resumed_and_done_evaluations_are_kept(tmp_path: Path) -> None:
+    run = tmp_path / "runs" / "probe-selfplay"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("steps: 1\n")
+    (resumed,) = commands(tmp_path, "train", "selfplay", "80")
+    assert resumed == ["train", "--resume", str(run), "--steps", "80"]
+
+
+@pytest.mark.parametrize("arm", ["base", "selfplay"])
+def test_evaluations_use_identical_options_but_the_model(tmp_path: Path, arm: str) -> None:
+    results = ROOT / "benchmarks" / "results"
+    done = {path.name for path in results.glob("probe-*.json")}
+    calls = commands(tmp_path, "eval", arm)
+    expected = [name for name in (f"probe-{arm}.json", f"probe-{arm}-crux.json") if name not in done]
+    assert [call[call.index("--out") + 1].rsplit("/", 1)[1] for call in calls] == expected
+    for call in calls:
+        model = call[call.index("--model") + 1]
+        assert model == ("qwen2.5-coder-0.5b" if arm == "base" else str(tmp_path / "runs" / f"probe-{arm}"))
+        assert call[call.index("--backend") + 1] == "transformers-int8"
+
+
+def test_without_a_phase_it_prints_its_usage(tmp_path: Path) -> None:
+    result = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "train selfplay 60" in result.stdout
