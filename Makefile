@@ -2,10 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STEPS ?= 3
-# A preset or YAML config, and optionally a model to override its own: `make train CONFIG=cpu-coder`,
-# `make train MODEL=qwen2.5-coder-0.5b` (a named model, a model directory or a .gguf file).
-CONFIG ?= tiny-cpu
+STEPS ?= 2
+# A preset or YAML config, and optionally a model to override its own: `make train CONFIG=tiny-cpu` (the
+# embedded 135M model, no download), `make train MODEL=PATH` (a named model, a model directory or a .gguf
+# file). The default is self-play of Qwen2.5-Coder-0.5B-Instruct, the smallest model that proposes valid
+# tasks of all three types from its first step.
+CONFIG ?= cpu-coder
 MODEL ?=
 
 .PHONY: setup setup-core sandbox browser model test test-vllm check-install lint train bench clean

@@ -129,6 +129,7 @@ def test_control_preset_is_cpu_coder_without_the_proposer() -> None:
         "prompt_format",
         "prompt_version",
         "solver_examples",
+        "shared_solver_examples",
         "max_prompt_tokens",
         "induction_inputs",
     )
