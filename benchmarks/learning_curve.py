@@ -11,9 +11,10 @@ two-sided p for "the rate did not change", so a rise of a few tasks in twenty ca
 counted from the run's samples files.
 
 A third table, when the run validated in training (`eval.every_steps`), has the scores of every
-validation step with the update tokens trained so far, so that two runs (self-play and its control) can be
-set side by side by tokens as well as steps. `--base RESULTS.json` (an `azr eval` results file of the
-starting model) adds a step-0 row scored on the same first `eval.limit` problems of each benchmark.
+validation step with the update's tokens so far (whole sequences and trained response tokens), so that
+two runs (self-play and its control) can be set side by side by tokens as well as steps. `--base
+RESULTS.json` (an `azr eval` results file of the starting model) adds a step-0 row scored on the same
+first `eval.limit` problems of each benchmark.
 
     python benchmarks/learning_curve.py RUN_DIR [--window 5] [--base benchmarks/results/probe-base.json]
 """
@@ -136,24 +137,27 @@ def base_scores(results: dict[str, Any], benchmarks: list[str], limit: int) -> d
 
 
 def validation_table(records: list[dict[str, Any]], base: dict[str, float] | None = None) -> list[str]:
-    """Rows of the steps that logged `eval/<benchmark>` (and a step-0 row from `base`): update tokens
-    trained so far and each score in percent."""
+    """Rows of the steps that logged `eval/<benchmark>` (and a step-0 row from `base`): the update's
+    tokens so far, whole sequences (prompt + response, `update/sequence_tokens`) and trained response
+    tokens (`update/tokens`), and each score in percent."""
     names = sorted({key.removeprefix("eval/") for r in records for key in r if key.startswith("eval/")})
     if not names:
         return []
-    lines = ["| step | update tokens so far | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 2)]
+    header = ["step", "sequence tokens so far", "trained tokens so far", *names]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def percent(value: Any) -> str:
         return f"{100 * value:.1f}" if isinstance(value, int | float) else "—"
 
     if base:
-        lines.append("| 0 | 0 | " + " | ".join(percent(base.get(name)) for name in names) + " |")
-    tokens = 0
+        lines.append("| 0 | 0 | 0 | " + " | ".join(percent(base.get(name)) for name in names) + " |")
+    sequence_tokens = trained_tokens = 0
     for record in records:
-        tokens += int(record.get("update/tokens", 0))
+        sequence_tokens += int(record.get("update/sequence_tokens", 0))
+        trained_tokens += int(record.get("update/tokens", 0))
         if any(f"eval/{name}" in record for name in names):
             scores = " | ".join(percent(record.get(f"eval/{name}")) for name in names)
-            lines.append(f"| {record['step']} | {tokens} | {scores} |")
+            lines.append(f"| {record['step']} | {sequence_tokens} | {trained_tokens} | {scores} |")
     return lines
 
 

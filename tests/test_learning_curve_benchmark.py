@@ -73,10 +73,10 @@ def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems
         "eval:\n  benchmarks: [selfplay-probe]\n  limit: 2\n"
     )
     records = [
-        {"step": 1, "valid_rate/deduction": 0.5, "update/tokens": 100},
-        {"step": 2, "valid_rate/deduction": 0.5, "update/tokens": 120, "eval/probe-deduction": 0.5},
-        {"step": 3, "valid_rate/deduction": 1.0, "update/tokens": 80},
-        {"step": 4, "valid_rate/deduction": 1.0, "update/tokens": 90, "eval/probe-deduction": 1.0},
+        {"step": 1, "update/tokens": 100, "update/sequence_tokens": 1000},
+        {"step": 2, "update/tokens": 120, "update/sequence_tokens": 1200, "eval/probe-deduction": 0.5},
+        {"step": 3, "update/tokens": 80, "update/sequence_tokens": 800},
+        {"step": 4, "update/tokens": 90, "update/sequence_tokens": 900, "eval/probe-deduction": 1.0},
     ]
     (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     # The base file holds more problems than validation asks: only the first two count.
@@ -91,7 +91,7 @@ def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems
     (tmp_path / "base.json").write_text(json.dumps(base))
     assert benchmark.main([str(root), "--window", "1", "--base", str(tmp_path / "base.json")]) == 0
     printed = capsys.readouterr().out
-    assert "| step | update tokens so far | probe-deduction |" in printed
-    assert "| 0 | 0 | 50.0 |" in printed
-    assert "| 2 | 220 | 50.0 |" in printed and "| 4 | 390 | 100.0 |" in printed
-    assert "| 3 | 300 |" not in printed
+    assert "| step | sequence tokens so far | trained tokens so far | probe-deduction |" in printed
+    assert "| 0 | 0 | 0 | 50.0 |" in printed
+    assert "| 2 | 2200 | 220 | 50.0 |" in printed and "| 4 | 3900 | 390 | 100.0 |" in printed
+    assert "| 3 | 3000 |" not in printed
