@@ -342,17 +342,24 @@ def test_stop_scanner_without_a_bytewise_tokenizer_decodes_the_whole_response(ti
     assert _scan_every_prefix(scanner, ids) == _reference(tokenizer, ids, (".\n",))
 
 
-def test_categorical_draws_follow_the_probabilities() -> None:
-    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]])
-    draws = 20000
-    generator = torch.Generator().manual_seed(0)
-    tokens = _categorical(probs.repeat_interleave(draws, dim=0), generator).view(3, draws)
-    frequencies = torch.stack([torch.bincount(row, minlength=5) for row in tokens]).float() / draws
+def draws_by_probability(probs: torch.Tensor, seed: int, draws: int = 20000) -> torch.Tensor:
+    """`draws` tokens per row of `probs` from `_categorical`; asserts their frequencies are the weights
+    and that no token of probability zero is drawn."""
+    tokens = _categorical(probs.repeat_interleave(draws, dim=0), torch.Generator().manual_seed(seed))
+    tokens = tokens.view(len(probs), draws)
+    frequencies = (
+        torch.stack([torch.bincount(row, minlength=probs.shape[1]) for row in tokens]).float() / draws
+    )
     weights = probs / probs.sum(dim=-1, keepdim=True)
     torch.testing.assert_close(frequencies, weights, rtol=0, atol=0.015)
     assert (frequencies[weights == 0] == 0).all(), "never a token of probability zero"
-    again = _categorical(probs.repeat_interleave(draws, dim=0), torch.Generator().manual_seed(0))
-    assert torch.equal(again.view(3, draws), tokens)
+    return tokens
+
+
+def test_categorical_draws_follow_the_probabilities() -> None:
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]])
+    tokens = draws_by_probability(probs, seed=0)
+    assert torch.equal(draws_by_probability(probs, seed=0), tokens)
 
 
 def test_categorical_draws_follow_the_probabilities_in_float32_where_float64_is_missing(monkeypatch) -> None:
@@ -361,11 +368,4 @@ def test_categorical_draws_follow_the_probabilities_in_float32_where_float64_is_
     assert transformers_backend.cumulative_dtype(torch.device("mps")) == torch.float32
     assert transformers_backend.cumulative_dtype(torch.device("cpu")) == torch.float64
     monkeypatch.setattr(transformers_backend, "cumulative_dtype", lambda device: torch.float32)
-    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 0.0, 2.0]])
-    draws = 20000
-    generator = torch.Generator().manual_seed(1)
-    tokens = _categorical(probs.repeat_interleave(draws, dim=0), generator).view(2, draws)
-    frequencies = torch.stack([torch.bincount(row, minlength=5) for row in tokens]).float() / draws
-    weights = probs / probs.sum(dim=-1, keepdim=True)
-    torch.testing.assert_close(frequencies, weights, rtol=0, atol=0.015)
-    assert (frequencies[weights == 0] == 0).all()
+    draws_by_probability(torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 0.0, 2.0]]), seed=1)
