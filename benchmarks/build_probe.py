@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.table import Table
 
 from azr.buffer import TaskBuffer, task_key
+from azr.parsing import program_key
 from azr.probe import (
     PROBE_TYPES,
     PROMPT_FORMAT,
@@ -58,7 +59,6 @@ from azr.probe import (
     TRAIN_SPLIT,
     ProbeTask,
     probe_row,
-    program_key,
     seed_row,
     task_of_row,
 )

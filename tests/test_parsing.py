@@ -20,6 +20,7 @@ from azr.parsing import (
     fenced_blocks,
     normalize_arguments,
     normalize_program,
+    program_key,
     think_answer,
 )
 from azr.prompts import get_format
@@ -204,3 +205,13 @@ def test_completion_induction_proposals_take_calls_anywhere_and_the_first_commen
     assert inputs_and_message_of(text) == (["1", "'a'", "[2, 3]", "4"], "Doubles it.")
     assert inputs_and_message_of("assert f(1) == 2\nassert f(2) == 4") == BadFormat("no `# message` line")
     assert inputs_and_message_of("# Doubles it.\nf(x y)") == BadFormat("no readable `assert f(...)` line")
+
+
+def test_programs_compare_without_layout_comments_or_their_own_names():
+    identity = program_key("def f(a):\n    return a")
+    assert program_key("def f(abc):\n    # the input, unchanged\n    return (abc)") == identity
+    counted = "def f(people):\n    n = 0\n    for p in people:\n        n += 1\n    return len(people) - n"
+    renamed = "def f(xs):\n    k = 0\n    for x in xs:\n        k += 1\n    return len(xs) - k"
+    assert program_key(counted) == program_key(renamed)
+    assert program_key("def f(a):\n    return a + 1") != program_key("def f(a):\n    return a + 2")
+    assert program_key("def f(a):\n    return len(a)") != program_key("def f(a):\n    return sum(a)")

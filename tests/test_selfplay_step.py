@@ -194,6 +194,63 @@ def test_a_proposal_on_a_probe_program_keeps_its_reward_but_is_never_stored_or_t
     assert metrics["solver_fresh/deduction"] == 0
 
 
+def renamed_identities() -> Callable[[str, str, str], str]:
+    """Deduction proposals: the identity task under a new parameter name each time, twice a step as
+    `x * 1 + 7919`; the other types as `distinct_valid_proposals`."""
+    counter = itertools.count(1)
+    others = distinct_valid_proposals()
+
+    def respond(task_type: str, role: str, prompt: str) -> str:
+        if task_type == "deduction" and role == "propose":
+            k = next(counter)
+            if k % B == 0:
+                return "y):\n    return y * 1 + 7919\nassert f(1) == 0"
+            return f"name{k}):\n    return name{k}\nassert f({k}) == 0"
+        return others(task_type, role, prompt)
+
+    return respond
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_distinct_programs_counts_renamed_copies_as_duplicates(make_trainer, distinct: bool) -> None:
+    from azr.parsing import program_key
+
+    trainer = make_trainer(
+        renamed_identities(), "selfplay.seed_file=null", f"selfplay.distinct_programs={str(distinct).lower()}"
+    )
+    identity = program_key("def f(a):\n    return a")
+    metrics = [trainer.train_step() for _ in range(2)]
+    keys = [program_key(task.program) for task in trainer.buffers["deduction"].tasks]
+    proposed = [r for step in (1, 2) for r in samples(trainer, step) if r["role"] == "propose"]
+    deduction = [r for r in proposed if r["task_type"] == "deduction"]
+    assert all(r["valid"] for r in deduction)
+    if distinct:
+        # One identity (the seed) and one `y * 1 + 7919`, stored at step 1; every other proposal a copy.
+        assert keys.count(identity) == 1 and len(keys) == 2
+        assert [m["program_copies/deduction"] for m in metrics] == [B - 1, B]
+        copies = [r for r in deduction if r["program_copy"]]
+        assert len(copies) == 2 * B - 1 and all(r["task_id"] is not None for r in copies)
+    else:
+        assert keys.count(identity) == 1 + 2 * (B - 1)  # the seed and every renamed copy
+        assert all(m["program_copies/deduction"] == 0 for m in metrics)
+    # Other types are untouched either way.
+    assert all(m["buffer_added/abduction"] == B for m in metrics)
+
+
+def test_the_seed_phase_keeps_one_task_per_program_with_distinct_programs(make_trainer) -> None:
+    from azr.parsing import program_key
+
+    trainer = make_trainer(
+        renamed_identities(),
+        "selfplay.seed_file=null",
+        "selfplay.distinct_programs=true",
+        "selfplay.seed_buffer_size=3",
+        "selfplay.seed_max_proposals=12",
+    )
+    keys = [program_key(task.program) for task in trainer.buffers["deduction"].tasks]
+    assert len(keys) == len(set(keys)) == 2  # the identity seed and `y * 1 + 7919`, not its 8 renamings
+
+
 def test_seed_file_tasks_on_a_probe_program_are_left_out(make_trainer, tmp_path: Path) -> None:
     from azr.probe import load_probe
 

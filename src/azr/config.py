@@ -174,6 +174,13 @@ class SelfPlayConfig(_Strict):
         description="One solver-example draw per (task type, step) for every solver prompt of that type "
         "(a task is never shown itself as an example). Off: every prompt draws its own.",
     )
+    distinct_programs: bool = Field(
+        False,
+        description="A valid proposal whose program a buffer task of its type already has, up to layout, "
+        "comments and the program's own names (`azr.parsing.program_key`), is a duplicate of that task: "
+        "not stored, its learnability measured on the stored task. Off: duplicates are exact copies only, "
+        "so a renamed copy of a reference (often the identity task) counts as a new task.",
+    )
     max_prompt_tokens: int = Field(
         6144,
         ge=64,

@@ -12,6 +12,7 @@ computed later, inside the executor's sandbox.
 from __future__ import annotations
 
 import ast
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -116,6 +117,51 @@ def normalize_program(program: str) -> str:
         return ast.unparse(tree)
     except (ValueError, RecursionError):
         return program.strip()
+
+
+class _NumberedNames(ast.NodeTransformer):
+    """Renames the names a program binds (parameters, assigned and loop variables) to `v0`, `v1`, … in
+    the order they first appear; names it only reads (builtins, imports' attributes) stay."""
+
+    def __init__(self, bound: set[str]) -> None:
+        self.bound = bound
+        self.numbers: dict[str, str] = {}
+
+    def _number(self, name: str) -> str:
+        if name not in self.bound:
+            return name
+        return self.numbers.setdefault(name, f"v{len(self.numbers)}")
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.arg = self._number(node.arg)
+        return node
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        node.id = self._number(node.id)
+        return node
+
+
+@functools.lru_cache(maxsize=65536)
+def program_key(program: str) -> str:
+    """What two programs are compared by: the normalised program (layout and comments do not count) with
+    its own names numbered, so that a copy with renamed parameters or variables is the same program
+    (`def f(abc): return abc` is the identity seed)."""
+    try:
+        tree = ast.parse(program) if len(program) <= MAX_PROGRAM_CHARS else None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree = None
+    if tree is None:
+        return normalize_program(program)
+    bound = {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+    bound |= {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+    }
+    try:
+        return ast.unparse(_NumberedNames(bound).visit(tree))
+    except (ValueError, RecursionError):
+        return normalize_program(program)
 
 
 def normalize_arguments(arguments: str) -> str:

@@ -20,7 +20,6 @@ each task's worked example was drawn once from the training split and is stored 
 
 from __future__ import annotations
 
-import ast
 import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
@@ -30,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from azr.parsing import MAX_PROGRAM_CHARS, BadFormat, normalize_program
+from azr.parsing import BadFormat, program_key
 from azr.tasks import Task, TaskType, get_task_type
 
 if TYPE_CHECKING:
@@ -136,50 +135,6 @@ def load_probe(task_type: str, path: str | Path | None = None) -> list[ProbeTask
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(f"{path}:{number}: not a probe row ({error})") from error
     return tasks
-
-
-class _NumberedNames(ast.NodeTransformer):
-    """Renames the names a program binds (parameters, assigned and loop variables) to `v0`, `v1`, … in
-    the order they first appear; names it only reads (builtins, imports' attributes) stay."""
-
-    def __init__(self, bound: set[str]) -> None:
-        self.bound = bound
-        self.numbers: dict[str, str] = {}
-
-    def _number(self, name: str) -> str:
-        if name not in self.bound:
-            return name
-        return self.numbers.setdefault(name, f"v{len(self.numbers)}")
-
-    def visit_arg(self, node: ast.arg) -> ast.arg:
-        node.arg = self._number(node.arg)
-        return node
-
-    def visit_Name(self, node: ast.Name) -> ast.Name:
-        node.id = self._number(node.id)
-        return node
-
-
-def program_key(program: str) -> str:
-    """What two programs are compared by: the normalised program (layout and comments do not count) with
-    its own names numbered, so that a copy with renamed parameters or variables is the same program
-    (`def f(abc): return abc` is the identity seed)."""
-    try:
-        tree = ast.parse(program) if len(program) <= MAX_PROGRAM_CHARS else None
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        tree = None
-    if tree is None:
-        return normalize_program(program)
-    bound = {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
-    bound |= {
-        node.id
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
-    }
-    try:
-        return ast.unparse(_NumberedNames(bound).visit(tree))
-    except (ValueError, RecursionError):
-        return normalize_program(program)
 
 
 @cache

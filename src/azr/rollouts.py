@@ -36,6 +36,7 @@ class Rollout:
     learnability: list[Rollout] = field(default_factory=list)  # propose: n solver samples on its task
     trained: bool = True  # learnability samples are scored; only the one reused as a solver answer trains
     held_out: bool = False  # propose: valid, but one of the probe's programs, so never stored or trained on
+    program_copy: bool = False  # propose: valid, but a program its buffer has (`selfplay.distinct_programs`)
     reward: float | None = None
     advantage: float | None = None
 
@@ -120,6 +121,7 @@ def sample_row(rollout: Rollout, step: int) -> dict[str, Any]:
             "reason": validation.reason if validation is not None else None,
             "solve_rate": rollout.solve_rate,
             "held_out": rollout.held_out,
+            "program_copy": rollout.program_copy,
             "task_id": task.task_id if task else None,
             "task": task.__dict__ if task else None,
         }

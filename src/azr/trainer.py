@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
-from azr.buffer import open_buffers, task_key
+from azr.buffer import TaskBuffer, open_buffers, task_key
 from azr.config import ConfigError, TrainConfig
 from azr.data_parallel import (
     ShardedBackend,
@@ -57,6 +57,7 @@ from azr.distributed import SINGLE_PROCESS, World
 from azr.engines import Completion, GenerationBackend, SamplingParams, make_backend
 from azr.executor import Executor, Verdict
 from azr.metrics import MetricsWriter
+from azr.parsing import program_key
 from azr.policy import load_frozen_reference, save_policy_weights
 from azr.probe import ProbeLeakError, check_no_probe_tasks, in_probe, without_probe_tasks
 from azr.prompts import get_format
@@ -260,10 +261,32 @@ class Trainer:
             valid = [p for p in proposals if p.task_type == name and p.valid]
             for proposal in valid:
                 proposal.held_out = in_probe(proposal.validation.task)
-            added[name] = buffer.add(p.validation.task for p in valid if not p.held_out)
+            copied = self._program_copies(buffer, [p for p in valid if not p.held_out])
+            added[name] = buffer.add(
+                p.validation.task for p in valid if not p.held_out and id(p) not in copied
+            )
             for proposal in valid:
-                proposal.task = buffer.stored(proposal.validation.task) or proposal.validation.task
+                task = copied.get(id(proposal), proposal.validation.task)
+                proposal.task = buffer.stored(task) or task
         return added
+
+    def _program_copies(self, buffer: TaskBuffer, proposals: Sequence[Rollout]) -> dict[int, Task]:
+        """With `selfplay.distinct_programs`: the valid proposals whose program (`program_key`) the buffer
+        or an earlier proposal of the step has, each with the task it copies (by `id` of the rollout)."""
+        if not self.config.selfplay.distinct_programs:
+            return {}
+        programs: dict[str, Task] = {}
+        for task in buffer.tasks:
+            programs.setdefault(program_key(task.program), task)
+        copied = {}
+        for proposal in proposals:
+            key = program_key(proposal.validation.task.program)
+            if key in programs:
+                copied[id(proposal)] = programs[key]
+                proposal.program_copy = True
+            else:
+                programs[key] = proposal.validation.task
+        return copied
 
     def solve(self, proposals: Sequence[Rollout]) -> list[Rollout]:
         """Generation call 2: the solver batch of every type and the learnability samples of every valid
@@ -411,6 +434,7 @@ class Trainer:
             ),
             f"buffer_added/{name}": added,
             f"held_out/{name}": sum(p.held_out for p in own_proposals),
+            f"program_copies/{name}": sum(p.program_copy for p in own_proposals),
             **{f"proposals/{name}/{reason}": count for reason, count in reasons.items()},
         }
 
@@ -549,7 +573,7 @@ class Trainer:
                 references=cfg.references,
                 batch_size=self.config.generation.max_batch_size,
                 max_proposals=cfg.seed_max_proposals or None,
-                keep=lambda task: not in_probe(task),
+                keep=self._seed_filter(buffer.tasks),
             )
             buffer.add(result.tasks)
             log.log(
@@ -561,6 +585,22 @@ class Trainer:
                 result.proposals,
                 result.valid,
             )
+
+    def _seed_filter(self, initial: Sequence[Task]) -> Callable[[Task], bool]:
+        """Which valid seed-phase tasks to keep: none on a probe program and, with
+        `selfplay.distinct_programs`, none on a program already kept (the initial tasks' included)."""
+        if not self.config.selfplay.distinct_programs:
+            return lambda task: not in_probe(task)
+        kept = {program_key(task.program) for task in initial}
+
+        def keep(task: Task) -> bool:
+            key = program_key(task.program)
+            if in_probe(task) or key in kept:
+                return False
+            kept.add(key)
+            return True
+
+        return keep
 
     def _restore(self, checkpoint: tuple[int, Path] | None) -> None:
         """Return to the last complete checkpoint: weights, optimizer, RNG, step, and buffers as they were."""
