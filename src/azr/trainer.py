@@ -535,8 +535,16 @@ class Trainer:
                     check_no_probe_tasks(tasks, f"selfplay.train_tasks {path}")
                 except ProbeLeakError as error:
                     raise ConfigError(str(error)) from error
-            elif held_out := len(tasks) - len(tasks := without_probe_tasks(tasks)):
-                log.warning("%s: %d %s task(s) on a held-out probe program left out", path, held_out, name)
+            else:
+                trainable = without_probe_tasks(tasks)
+                if len(trainable) < len(tasks):
+                    log.warning(
+                        "%s: %d %s task(s) on a held-out probe program left out",
+                        path,
+                        len(tasks) - len(trainable),
+                        name,
+                    )
+                tasks = trainable
             valid = validate_seed_tasks(task_type, self.executor, tasks)
             if solver_only and not valid:
                 raise ConfigError(f"selfplay.train_tasks {path}: no valid {name} task")
