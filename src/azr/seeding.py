@@ -92,7 +92,8 @@ def grow_seed_tasks(
     (e.g. the program-and-input buffers an induction prompt takes its program from). Stops after
     `max_proposals` proposals (default 20·target) whether or not the target was reached: a model that cannot
     produce valid tasks ends with `reached == False` instead of looping forever. A valid task that `keep`
-    refuses (one of the held-out probe's programs) counts as valid but is not kept.
+    refuses (the trainer's: a held-out probe program, or a program already kept) counts as valid but is not
+    kept.
     """
     if not initial:
         raise ValueError("seeding needs at least one initial task (the identity task)")

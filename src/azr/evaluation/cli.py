@@ -139,7 +139,7 @@ def eval_command(
     """Evaluate a model on offline benchmarks (greedy pass@1 by default); code is only run in the sandbox."""
     from azr.config import GenerationConfig
     from azr.engines import BACKENDS, make_backend
-    from azr.evaluation.benchmarks import BenchmarkError, expand_aliases, load_benchmark
+    from azr.evaluation.benchmarks import BenchmarkError, load_benchmark
     from azr.evaluation.runner import evaluate
     from azr.executor import Executor, ExecutorConfig
     from azr.policy import ModelLoadError, load_policy
@@ -148,7 +148,7 @@ def eval_command(
         raise typer.BadParameter(f"use one of {', '.join(PROMPT_STYLES)}", param_hint="--prompt-style")
     if backend_name not in BACKENDS:
         raise typer.BadParameter(f"use one of {', '.join(BACKENDS)}", param_hint="--backend")
-    names = expand_aliases([name.strip() for name in benchmarks.split(",") if name.strip()])
+    names = [name.strip() for name in benchmarks.split(",") if name.strip()]
     if not names:
         raise typer.BadParameter("name at least one benchmark", param_hint="--benchmarks")
     try:
