@@ -1,0 +1,141 @@
+"""What a self-play run gives its solver to learn from: how varied its buffers are, and whether the solver
+answers by copying its worked example.
+
+    python benchmarks/selfplay_signal.py RUN_DIR [--window 20]
+
+The first table reads the run's buffers: per task type, the tasks stored, the distinct programs among
+them (compared by `azr.parsing.program_key`, so a copy with renamed names is the same program), how many
+are the identity program, and the share of the three most common programs. Buffers deduplicate by exact
+text, so a model that keeps proposing the identity function under new names fills them with one program.
+
+The second table reads the samples files, window by window (`--window` steps each): the induction answers
+saved, how many repeat a program that stands verbatim in their prompt (the worked example), and how many of
+those copies were graded right. An induction task's answer is a whole program, so a verbatim repeat is a
+copy, not a coincidence; a copy scores only where the task's program behaves like the example's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azr.parsing import program_key
+
+IDENTITY_KEY = program_key("def f(x):\n    return x")
+
+
+@dataclass(frozen=True)
+class BufferDiversity:
+    task_type: str
+    tasks: int
+    programs: int  # distinct program keys
+    identity: int  # tasks whose program is the identity under another name
+    top3_share: float  # share of the tasks held by the three most common programs
+
+
+def buffer_diversity(programs_by_type: dict[str, list[str]]) -> list[BufferDiversity]:
+    rows = []
+    for task_type, programs in programs_by_type.items():
+        keys = Counter(program_key(program) for program in programs)
+        tasks = sum(keys.values())
+        top3 = sum(count for _, count in keys.most_common(3))
+        rows.append(
+            BufferDiversity(task_type, tasks, len(keys), keys[IDENTITY_KEY], top3 / tasks if tasks else 0.0)
+        )
+    return rows
+
+
+def read_buffer_programs(database: Path) -> dict[str, list[str]]:
+    """The programs of every stored task, by task type, read without locking out a run that writes."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        rows = connection.execute("SELECT task_type, program FROM tasks ORDER BY id").fetchall()
+    finally:
+        connection.close()
+    programs: dict[str, list[str]] = {}
+    for task_type, program in rows:
+        programs.setdefault(task_type, []).append(program)
+    return programs
+
+
+@dataclass(frozen=True)
+class CopyWindow:
+    first_step: int
+    last_step: int
+    answers: int
+    copies: int  # the answer stands verbatim in its prompt
+    copies_right: int
+
+
+def is_copy(sample: dict[str, Any]) -> bool:
+    answer = str(sample.get("response", "")).strip()
+    return bool(answer) and answer in str(sample.get("prompt", ""))
+
+
+def induction_copies(samples_by_step: dict[int, list[dict[str, Any]]], window: int) -> list[CopyWindow]:
+    """Induction answers per window of `window` steps (counting from step 1), and their verbatim copies."""
+    windows: dict[int, list[dict[str, Any]]] = {}
+    for step, samples in samples_by_step.items():
+        answers = [s for s in samples if s.get("task_type") == "induction" and s.get("role") == "solve"]
+        windows.setdefault((step - 1) // window, []).extend(answers)
+    rows = []
+    for index in sorted(windows):
+        answers = windows[index]
+        copies = [s for s in answers if is_copy(s)]
+        rows.append(
+            CopyWindow(
+                first_step=index * window + 1,
+                last_step=(index + 1) * window,
+                answers=len(answers),
+                copies=len(copies),
+                copies_right=sum(bool(s.get("correct")) for s in copies),
+            )
+        )
+    return rows
+
+
+def read_samples(samples_dir: Path) -> dict[int, list[dict[str, Any]]]:
+    samples = {}
+    for path in sorted(samples_dir.glob("step_*.jsonl")):
+        step = int(path.stem.removeprefix("step_"))
+        samples[step] = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--window", type=int, default=20, help="steps per row of the copy table (default 20)")
+    args = parser.parse_args(argv)
+    database = args.run_dir / "buffers.sqlite"
+    samples_dir = args.run_dir / "samples"
+    if not database.is_file() and not samples_dir.is_dir():
+        print(
+            f"error: {args.run_dir} has neither buffers.sqlite nor samples/: is it a run directory?",
+            file=sys.stderr,
+        )
+        return 2
+    if database.is_file():
+        print("| buffer | tasks | distinct programs | identity copies | top-3 programs' share |")
+        print("|---|---|---|---|---|")
+        for row in buffer_diversity(read_buffer_programs(database)):
+            print(
+                f"| {row.task_type} | {row.tasks} | {row.programs} | {row.identity} | {row.top3_share:.2f} |"
+            )
+        print()
+    if samples_dir.is_dir():
+        print("| steps | induction answers | verbatim copies of the prompt | copies graded right |")
+        print("|---|---|---|---|")
+        for row in induction_copies(read_samples(samples_dir), args.window):
+            print(f"| {row.first_step}-{row.last_step} | {row.answers} | {row.copies} | {row.copies_right} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

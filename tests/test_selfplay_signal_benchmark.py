@@ -1,0 +1,82 @@
+"""benchmarks/selfplay_signal.py: buffer diversity by program key and the solver's verbatim copies."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+@pytest.fixture
+def signal(benchmark_script) -> ModuleType:
+    return benchmark_script("selfplay_signal")
+
+
+def test_renamed_identity_programs_count_as_one_program(signal: ModuleType) -> None:
+    programs = {
+        "induction": [
+            "def f(a):\n    return a",
+            "def f(value):\n    # the same\n    return value",
+            "def f(x):\n    return x + 1",
+            "def f(y):\n    return y + 1",
+            "def f(s):\n    return s.upper()",
+        ]
+    }
+    (row,) = signal.buffer_diversity(programs)
+    assert (row.tasks, row.programs, row.identity) == (5, 3, 2)
+    assert row.top3_share == pytest.approx(1.0)
+
+
+def test_copies_are_counted_per_window_and_only_for_induction_answers(signal: ModuleType) -> None:
+    example = "def f(a):\n    return a[::-1]"
+    prompt = f"# worked example\n{example}\n# now you\n"
+
+    def answer(response: str, correct: bool, task_type: str = "induction") -> dict:
+        return {
+            "task_type": task_type,
+            "role": "solve",
+            "prompt": prompt,
+            "response": response,
+            "correct": correct,
+        }
+
+    samples = {
+        1: [answer(example, True), answer("def f(a):\n    return a * 2", False)],
+        2: [answer(f"  {example}\n", False), answer("", False)],
+        3: [answer(example, True), answer("a[::-1]", True, task_type="deduction")],
+    }
+    first, second = signal.induction_copies(samples, window=2)
+    assert (first.first_step, first.last_step) == (1, 2)
+    assert (first.answers, first.copies, first.copies_right) == (4, 2, 1)
+    assert (second.first_step, second.answers, second.copies, second.copies_right) == (3, 1, 1, 1)
+
+
+def test_reads_a_run_directory(
+    signal: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    database = sqlite3.connect(run / "buffers.sqlite")
+    database.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_type TEXT, program TEXT)")
+    database.executemany(
+        "INSERT INTO tasks (task_type, program) VALUES (?, ?)",
+        [("deduction", "def f(b):\n    return b"), ("deduction", "def f(c):\n    return c * 3")],
+    )
+    database.commit()
+    database.close()
+    row = {"task_type": "induction", "role": "solve", "prompt": "p", "response": "q", "correct": False}
+    (run / "samples" / "step_000001.jsonl").write_text(json.dumps(row) + "\n")
+    assert signal.main([str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert "| deduction | 2 | 2 | 1 | 1.00 |" in printed
+    assert "| 1-20 | 1 | 0 | 0 |" in printed
+
+
+def test_a_directory_that_is_no_run_is_a_clear_error(
+    signal: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert signal.main([str(tmp_path)]) == 2
+    assert "is it a run directory?" in capsys.readouterr().err
