@@ -8,10 +8,12 @@
 #   bash benchmarks/probe_experiment.sh eval base           # whole probe, CRUXEval-O/I 200, HumanEval
 #   bash benchmarks/probe_experiment.sh eval selfplay       # the same on the run's newest checkpoint
 #   bash benchmarks/probe_experiment.sh compare selfplay    # sign tests against the base model
+#   bash benchmarks/probe_experiment.sh train distinct 60   # self-play whose buffers compare programs
 #
-# RUNS (default runs/) holds the run directories probe-selfplay and probe-control; results go to
-# benchmarks/results/probe-{base,selfplay,control}.json (the probe) and probe-{...}-crux.json (CRUXEval-O/I
-# first 200 and HumanEval), each made with identical options.
+# RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
+# to benchmarks/results/probe-{base,selfplay,control,distinct}.json (the probe) and probe-{...}-crux.json
+# (CRUXEval-O/I first 200 and HumanEval), each made with identical options. A machine whose work tree is laid
+# anew each session keeps runs only outside it: RUNS=$HOME/azr-runs.
 set -euo pipefail
 
 AZR="${AZR:-.venv/bin/azr}"
@@ -37,6 +39,9 @@ SELFPLAY=(
     --set selfplay.seed_buffer_size=16
     --set selfplay.shared_references=true
 )
+# Self-play whose buffers tell programs apart up to names and layout (`azr.parsing.program_key`), so that a
+# renamed identity function is a duplicate, not a new task; otherwise the self-play arm.
+DISTINCT=("${SELFPLAY[@]}" --set selfplay.distinct_programs=true)
 # The control: B = 8 split tasks per type, so 24 trained sequences a step, as self-play's 4 + 4 per type.
 CONTROL=(--config cpu-coder-control)
 
@@ -47,10 +52,13 @@ train() {
     dir="$(run_dir "$arm")"
     if [[ -f "$dir/config.yaml" ]]; then
         "$AZR" train --resume "$dir" --steps "$steps"
-    elif [[ "$arm" == selfplay ]]; then
-        "$AZR" train "${SELFPLAY[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir"
     else
-        "$AZR" train "${CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir"
+        case "$arm" in
+            selfplay) "$AZR" train "${SELFPLAY[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            distinct) "$AZR" train "${DISTINCT[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            control) "$AZR" train "${CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            *) echo "unknown arm $arm: selfplay, distinct or control" >&2; exit 2 ;;
+        esac
     fi
 }
 
@@ -75,8 +83,8 @@ compare() {
 }
 
 case "${1:-}" in
-    train) train "${2:?selfplay or control}" "${3:?total steps}" ;;
-    eval) evaluate "${2:?base, selfplay or control}" ;;
-    compare) compare "${2:?selfplay or control}" ;;
-    *) sed -n '2,14p' "$0"; exit 2 ;;
+    train) train "${2:?selfplay, distinct or control}" "${3:?total steps}" ;;
+    eval) evaluate "${2:?base, selfplay, distinct or control}" ;;
+    compare) compare "${2:?selfplay, distinct or control}" ;;
+    *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

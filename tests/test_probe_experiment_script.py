@@ -53,6 +53,24 @@ def test_the_two_arms_share_model_update_solver_prompts_and_validation(tmp_path:
     assert selfplay[selfplay.index("--run-dir") + 1].endswith("runs/probe-selfplay")
 
 
+def test_the_distinct_arm_is_self_play_with_programs_compared_by_key(tmp_path: Path) -> None:
+    (selfplay,) = commands(tmp_path, "train", "selfplay", "60")
+    (distinct,) = commands(tmp_path, "train", "distinct", "60")
+    a, b = config_of(selfplay), config_of(distinct)
+    assert (a.selfplay.distinct_programs, b.selfplay.distinct_programs) == (False, True)
+    assert a.selfplay.model_copy(update={"distinct_programs": True}) == b.selfplay
+    assert a.model_copy(update={"selfplay": b.selfplay}) == b
+    assert distinct[distinct.index("--run-dir") + 1].endswith("runs/probe-distinct")
+
+
+def test_an_unknown_arm_is_refused(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "AZR": "/bin/false", "RUNS": str(tmp_path / "runs")}
+    result = subprocess.run(
+        ["bash", str(SCRIPT), "train", "selfplay2", "5"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2 and "unknown arm selfplay2" in result.stderr
+
+
 def test_a_begun_run_is_resumed_and_done_evaluations_are_kept(tmp_path: Path) -> None:
     run = tmp_path / "runs" / "probe-selfplay"
     run.mkdir(parents=True)
