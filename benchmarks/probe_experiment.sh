@@ -8,7 +8,7 @@
 #   bash benchmarks/probe_experiment.sh eval base           # whole probe, CRUXEval-O/I 200, HumanEval
 #   bash benchmarks/probe_experiment.sh eval selfplay       # the same on the run's newest checkpoint
 #   bash benchmarks/probe_experiment.sh compare selfplay    # sign tests against the base model
-#   bash benchmarks/probe_experiment.sh train distinct 60   # self-play whose buffers compare programs
+#   bash benchmarks/probe_experiment.sh train distinct 60   # self-play not paid for renamed copies
 #
 # RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
 # to benchmarks/results/probe-{base,selfplay,control,distinct}.json (the probe) and probe-{...}-crux.json
@@ -39,9 +39,10 @@ SELFPLAY=(
     --set selfplay.seed_buffer_size=16
     --set selfplay.shared_references=true
 )
-# Self-play whose buffers tell programs apart up to names and layout (`azr.parsing.program_key`), so that a
-# renamed identity function is a duplicate, not a new task; otherwise the self-play arm.
-DISTINCT=("${SELFPLAY[@]}" --set selfplay.distinct_programs=true)
+# Self-play whose buffers tell programs apart up to names and layout (`azr.parsing.program_key`), and whose
+# proposer earns -0.5, as for an invalid task, for a program its buffer has: in the self-play arm a renamed
+# identity function is always valid and earns 0, and the 0.5B proposer converged on it. Otherwise the same.
+DISTINCT=("${SELFPLAY[@]}" --set selfplay.distinct_programs=true --set rewards.program_copy_reward=-0.5)
 # The control: B = 8 split tasks per type, so 24 trained sequences a step, as self-play's 4 + 4 per type.
 CONTROL=(--config cpu-coder-control)
 

@@ -109,6 +109,14 @@ def test_micro_batch_bound_counts_the_task_types_trained():
         load_config("tiny-cpu", [*one_type, "optim.micro_batch_size=5"])
 
 
+def test_a_program_copy_reward_needs_programs_compared():
+    copies = ["rewards.program_copy_reward=-0.5"]
+    with pytest.raises(ConfigError, match=r"needs selfplay\.distinct_programs: true"):
+        load_config("tiny-cpu", copies)
+    config = load_config("tiny-cpu", [*copies, "selfplay.distinct_programs=true"])
+    assert config.rewards.program_copy_reward == -0.5
+
+
 def test_prompt_version_resolves_to_the_newest_and_is_recorded():
     from azr.prompts import latest_version
 

@@ -53,13 +53,15 @@ def test_the_two_arms_share_model_update_solver_prompts_and_validation(tmp_path:
     assert selfplay[selfplay.index("--run-dir") + 1].endswith("runs/probe-selfplay")
 
 
-def test_the_distinct_arm_is_self_play_with_programs_compared_by_key(tmp_path: Path) -> None:
+def test_the_distinct_arm_is_self_play_whose_copies_are_penalised(tmp_path: Path) -> None:
     (selfplay,) = commands(tmp_path, "train", "selfplay", "60")
     (distinct,) = commands(tmp_path, "train", "distinct", "60")
     a, b = config_of(selfplay), config_of(distinct)
     assert (a.selfplay.distinct_programs, b.selfplay.distinct_programs) == (False, True)
+    assert (a.rewards.program_copy_reward, b.rewards.program_copy_reward) == (None, -0.5)
     assert a.selfplay.model_copy(update={"distinct_programs": True}) == b.selfplay
-    assert a.model_copy(update={"selfplay": b.selfplay}) == b
+    assert a.rewards.model_copy(update={"program_copy_reward": -0.5}) == b.rewards
+    assert a.model_copy(update={"selfplay": b.selfplay, "rewards": b.rewards}) == b
     assert distinct[distinct.index("--run-dir") + 1].endswith("runs/probe-distinct")
 
 

@@ -89,3 +89,16 @@ def test_config_is_strict() -> None:
         RewardConfig(learnability="greedy")
     with pytest.raises(ValidationError):
         RewardConfig(format_penaltyy=-1.0)
+
+
+def test_a_program_copy_earns_the_copy_reward_only_where_set_and_only_when_valid() -> None:
+    penalised = RewardConfig(program_copy_reward=-0.5)
+    # A valid copy of a buffer program: the copy reward instead of its learnability (3/8 solved: 5/8).
+    assert proposer_reward(True, True, 3 / 8, penalised, program_copy=True) == -0.5
+    assert proposer_reward(True, True, 1.0, penalised, program_copy=True) == -0.5
+    assert proposer_reward(True, True, 3 / 8, penalised, program_copy=False) == pytest.approx(5 / 8)
+    # Off (the paper): a copy is rewarded like any valid proposal.
+    assert proposer_reward(True, True, 3 / 8, PAPER, program_copy=True) == pytest.approx(5 / 8)
+    # Format and validity come first.
+    assert proposer_reward(False, False, None, penalised, program_copy=True) == -1.0
+    assert proposer_reward(True, False, None, penalised, program_copy=True) == -0.5

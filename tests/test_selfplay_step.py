@@ -237,6 +237,24 @@ def test_distinct_programs_counts_renamed_copies_as_duplicates(make_trainer, dis
     assert all(m["buffer_added/abduction"] == B for m in metrics)
 
 
+def test_a_program_copy_reward_replaces_the_learnability_of_copies_only(make_trainer) -> None:
+    trainer = make_trainer(
+        renamed_identities(),
+        "selfplay.seed_file=null",
+        "selfplay.distinct_programs=true",
+        "rewards.program_copy_reward=-0.75",
+    )
+    for _ in range(2):
+        trainer.train_step()
+    proposed = [r for step in (1, 2) for r in samples(trainer, step) if r["role"] == "propose"]
+    copies = [r for r in proposed if r["program_copy"]]
+    others = [r for r in proposed if r["valid"] and not r["program_copy"]]
+    assert len([r for r in copies if r["task_type"] == "deduction"]) == 2 * B - 1
+    assert all(r["reward"] == -0.75 for r in copies)
+    # Proposals of a new program keep their learnability reward.
+    assert any(r["task_type"] == "deduction" for r in others) and all(r["reward"] >= 0 for r in others)
+
+
 def test_the_seed_phase_keeps_one_task_per_program_with_distinct_programs(make_trainer) -> None:
     from azr.parsing import program_key
 

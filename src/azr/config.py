@@ -373,6 +373,11 @@ class TrainConfig(_Strict):
                 f"batch ({self.selfplay.roles_trained} roles x {len(self.selfplay.task_types)} task types x "
                 f"selfplay.batch_size = {self.sequences_per_step})"
             )
+        if self.rewards.program_copy_reward is not None and not self.selfplay.distinct_programs:
+            raise ValueError(
+                "rewards.program_copy_reward needs selfplay.distinct_programs: true (only then is a proposal "
+                "compared with its buffer's programs)"
+            )
         if self.generation.backend == "vllm" and not self.optim.recompute_logprobs:
             raise ValueError(
                 "generation.backend vllm needs optim.recompute_logprobs: true (vLLM's log-probs come from "

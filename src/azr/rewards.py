@@ -17,6 +17,11 @@ The defaults are the paper's. The reference code gives a program that fails vali
 0, hence the format penalty, and maps a proposer reward of 0 (acc in {0, 1}) to -0.5 like any other
 "well formatted but wrong" response. `composite: false` drops the -0.5 for wrong solver answers (solver
 reward exactly 1[correct], as in the paper's eq. 5 read without eq. 6).
+
+`program_copy_reward` is an optional diversity term, off by default as in the paper: with
+`selfplay.distinct_programs`, a valid proposal whose program its buffer already has (up to names and
+layout) gets this reward instead of its learnability. Without it a renamed copy of the identity seed is
+always valid and earns 0, more than any invalid proposal, and a 0.5B proposer converges on it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ class RewardConfig(BaseModel):
         "false gives them 0.",
     )
     wrong_answer_reward: float = Field(-0.5, description="Solver reward for a wrong answer when `composite`.")
+    program_copy_reward: float | None = Field(
+        None,
+        description="Proposer reward of a valid proposal whose program its buffer already has, up to names "
+        "and layout (needs `selfplay.distinct_programs`); e.g. -0.5 ranks a copy with an invalid proposal. "
+        "None (paper): a copy earns its learnability reward like any valid proposal.",
+    )
 
 
 REFERENCE_EXTREME_REWARD = -0.5
@@ -73,13 +84,18 @@ def learnability_reward(acc: float, config: RewardConfig) -> float:
     return 0.0 if config.learnability == "paper" else REFERENCE_EXTREME_REWARD
 
 
-def proposer_reward(parsed: bool, valid: bool, acc: float | None, config: RewardConfig) -> float:
-    """Reward of one proposer response: format penalty if unparsed, invalid reward if rejected, else
-    learnability of the solve rate `acc` (required for valid proposals)."""
+def proposer_reward(
+    parsed: bool, valid: bool, acc: float | None, config: RewardConfig, program_copy: bool = False
+) -> float:
+    """Reward of one proposer response: format penalty if unparsed, invalid reward if rejected, the
+    program-copy reward (when set) for a valid copy of a buffer program, else learnability of the solve
+    rate `acc` (required for other valid proposals)."""
     if not parsed:
         return config.format_penalty
     if not valid:
         return config.invalid_proposal_reward
+    if program_copy and config.program_copy_reward is not None:
+        return config.program_copy_reward
     if acc is None:
         raise ValueError("a valid proposal needs its solve rate")
     return learnability_reward(acc, config)

@@ -69,7 +69,9 @@ def assign_rewards(rollouts: Sequence[Rollout], config: RewardConfig) -> None:
     """Set the reward of every rollout (table in `azr.rewards`)."""
     for rollout in rollouts:
         if rollout.role == "propose":
-            rollout.reward = proposer_reward(rollout.is_parsed, rollout.valid, rollout.solve_rate, config)
+            rollout.reward = proposer_reward(
+                rollout.is_parsed, rollout.valid, rollout.solve_rate, config, rollout.program_copy
+            )
         else:
             rollout.reward = solver_reward(rollout.is_parsed, rollout.correct, config)
 
