@@ -8,7 +8,12 @@ them (compared by `azr.parsing.program_key`, so a copy with renamed names is the
 are the identity program, and the share of the three most common programs. Buffers deduplicate by exact
 text, so a model that keeps proposing the identity function under new names fills them with one program.
 
-The second table reads the samples files, window by window (`--window` steps each): the induction answers
+The second table reads the samples files, window by window (`--window` steps each): per task type, the
+valid proposals, how many are the identity program, and how many earned a learnability reward (solved by
+some but not all of their samples): a proposer that settles on the identity program proposes only tasks
+its solver always solves, which teach nothing.
+
+The third table reads the same windows: the induction answers
 saved, how many repeat a program that stands verbatim in their prompt (the worked example), and how many of
 those copies were graded right. An induction task's answer is a whole program, so a verbatim repeat is a
 copy, not a coincidence; a copy scores only where the task's program behaves like the example's.
@@ -100,6 +105,35 @@ def induction_copies(samples_by_step: dict[int, list[dict[str, Any]]], window: i
     return rows
 
 
+@dataclass(frozen=True)
+class ProposalWindow:
+    first_step: int
+    last_step: int
+    task_type: str
+    valid: int
+    identity: int  # valid proposals whose program is the identity under another name
+    learnable: int  # proposals with a positive reward: valid, solved by some but not all samples
+
+
+def proposal_windows(samples_by_step: dict[int, list[dict[str, Any]]], window: int) -> list[ProposalWindow]:
+    """Valid, identity and learnable proposals per window of `window` steps and task type."""
+    counts: dict[tuple[int, str], list[int]] = {}
+    for step, samples in samples_by_step.items():
+        for sample in samples:
+            if sample.get("role") != "propose":
+                continue
+            row = counts.setdefault(((step - 1) // window, sample["task_type"]), [0, 0, 0])
+            if sample.get("valid"):
+                row[0] += 1
+                program = (sample.get("task") or {}).get("program", "")
+                row[1] += program_key(program) == IDENTITY_KEY
+            row[2] += float(sample.get("reward") or 0) > 0
+    return [
+        ProposalWindow(index * window + 1, (index + 1) * window, task_type, *row)
+        for (index, task_type), row in sorted(counts.items())
+    ]
+
+
 def read_samples(samples_dir: Path) -> dict[int, list[dict[str, Any]]]:
     samples = {}
     for path in sorted(samples_dir.glob("step_*.jsonl")):
@@ -130,9 +164,18 @@ def main(argv: list[str] | None = None) -> int:
             )
         print()
     if samples_dir.is_dir():
+        samples = read_samples(samples_dir)
+        print("| steps | type | valid proposals | identity programs | learnable |")
+        print("|---|---|---|---|---|")
+        for row in proposal_windows(samples, args.window):
+            print(
+                f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.valid} | {row.identity} "
+                f"| {row.learnable} |"
+            )
+        print()
         print("| steps | induction answers | verbatim copies of the prompt | copies graded right |")
         print("|---|---|---|---|")
-        for row in induction_copies(read_samples(samples_dir), args.window):
+        for row in induction_copies(samples, args.window):
             print(f"| {row.first_step}-{row.last_step} | {row.answers} | {row.copies} | {row.copies_right} |")
     return 0
 
