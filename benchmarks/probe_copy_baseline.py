@@ -1,0 +1,159 @@
+"""How much of a probe score the copy answer earns, and what is left without it.
+
+    python benchmarks/probe_copy_baseline.py BASE.json AFTER.json [AFTER.json ...]
+
+The copy answer gives the question back: for deduction the task's input as its output, for abduction the
+task's output as its input. A model that learnt identity tasks answers this way, and it is right whenever
+the program is constant or returns that value unchanged. Each copy answer is judged in the sandbox by the
+task type's own check, which splits each type's probe into copy-solvable and copy-proof tasks. Then, for
+every results file (`azr eval` on the probe): the score, how many answers are copies, and the score on the
+copy-proof tasks alone with the sign test against the first file on them. A rise on the copy-proof tasks is
+not the copy heuristic; a rise on the copy-solvable ones alone may be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azr.evaluation.compare import compare_records, load_records
+from azr.executor import Executor
+from azr.parsing import normalize_arguments
+from azr.probe import ProbeTask, judge, load_probe
+from azr.tasks import Task
+
+COPY_TYPES = ("deduction", "abduction")
+
+
+def copy_answer(task_type: str, task: Task) -> str:
+    """The answer that gives the question back."""
+    return task.input if task_type == "deduction" else task.output
+
+
+def same_value(answer: Any, copy: str) -> bool:
+    """Whether an answer is the copy answer, up to quotes and spacing."""
+    if answer is None:
+        return False
+    return normalize_arguments(str(answer)) == normalize_arguments(copy)
+
+
+def copy_solvable(
+    tasks: Iterable[ProbeTask], judge_answer: Callable[[str, Task, str], Future[Any]]
+) -> set[str]:
+    """The ids of the tasks whose copy answer the task type's own check accepts."""
+    pending = [
+        (task.id, judge_answer(task.task_type, task.task, copy_answer(task.task_type, task.task)))
+        for task in tasks
+    ]
+    return {task_id for task_id, verdict in pending if verdict.result().correct}
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    task_type: str
+    problems: int
+    right: int
+    copies: int  # answers that are the copy answer
+    proof_problems: int  # copy-proof tasks
+    proof_right: int
+    proof_gained: int | None  # against the first file, on the copy-proof tasks
+    proof_lost: int | None
+    proof_p: float | None
+
+
+def is_right(record: dict[str, Any]) -> bool:
+    return bool(record["correct"])
+
+
+def split_scores(
+    records: list[dict[str, Any]],
+    base_records: list[dict[str, Any]] | None,
+    tasks: dict[str, ProbeTask],
+    solvable: set[str],
+) -> list[SplitScore]:
+    scores = []
+    for task_type in COPY_TYPES:
+        mine = [r for r in records if r["benchmark"] == f"probe-{task_type}"]
+        if not mine:
+            continue
+        proof = [r for r in mine if r["id"] not in solvable]
+        copies = sum(same_value(r.get("answer"), copy_answer(task_type, tasks[r["id"]].task)) for r in mine)
+        gained = lost = p = None
+        if base_records is not None:
+            proof_ids = {r["id"] for r in proof}
+            base_proof = [
+                r for r in base_records if r["benchmark"] == f"probe-{task_type}" and r["id"] in proof_ids
+            ]
+            if base_proof:
+                (diff,) = compare_records(base_proof, proof)
+                gained, lost, p = diff.gained, diff.lost, diff.p_value
+        scores.append(
+            SplitScore(
+                task_type=task_type,
+                problems=len(mine),
+                right=sum(map(is_right, mine)),
+                copies=copies,
+                proof_problems=len(proof),
+                proof_right=sum(map(is_right, proof)),
+                proof_gained=gained,
+                proof_lost=lost,
+                proof_p=p,
+            )
+        )
+    return scores
+
+
+def table(rows: list[tuple[str, SplitScore]]) -> list[str]:
+    lines = [
+        "| results | type | score | copy answers | copy-proof tasks: score | gained / lost vs first "
+        "| sign p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in rows:
+        versus = "—" if s.proof_gained is None else f"{s.proof_gained} / {s.proof_lost}"
+        p = "—" if s.proof_p is None else f"{s.proof_p:.3g}"
+        proof = 100 * s.proof_right / max(s.proof_problems, 1)
+        lines.append(
+            f"| {name} | {s.task_type} | {s.right}/{s.problems} = {100 * s.right / s.problems:.1f}% "
+            f"| {s.copies} | {s.proof_right}/{s.proof_problems} = {proof:.1f}% | {versus} | {p} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "results", type=Path, nargs="+", help="`azr eval` results files on the probe; the first is the base"
+    )
+    args = parser.parse_args(argv)
+    try:
+        files = [(path, load_records(path)) for path in args.results]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    tasks = {task.id: task for task_type in COPY_TYPES for task in load_probe(task_type)}
+    with Executor() as executor:
+        solvable = copy_solvable(
+            tasks.values(), lambda kind, task, answer: judge(executor, kind, task, answer)
+        )
+    for task_type in COPY_TYPES:
+        n = sum(task.task_type == task_type for task in tasks.values())
+        hits = sum(tasks[i].task_type == task_type for i in solvable)
+        print(f"probe-{task_type}: the copy answer is right on {hits} of {n} tasks")
+    print()
+    base = files[0][1]
+    rows = []
+    for index, (path, records) in enumerate(files):
+        for score in split_scores(records, None if index == 0 else base, tasks, solvable):
+            rows.append((path.name, score))
+    print("\n".join(table(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

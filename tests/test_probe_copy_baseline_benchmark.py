@@ -1,0 +1,80 @@
+"""benchmarks/probe_copy_baseline.py: which probe tasks the copy answer solves, judged in the sandbox, and
+the scores with and without them."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+from azr.executor import Executor, ExecutorConfig
+from azr.probe import ProbeTask, judge
+from azr.tasks import Task
+
+
+@pytest.fixture
+def copies(benchmark_script) -> ModuleType:
+    return benchmark_script("probe_copy_baseline")
+
+
+CONSTANT = ProbeTask("abduction-000", "abduction", Task("def f(a):\n    return 'x'", "5", "'x'"), ())
+SHIFT = ProbeTask("abduction-001", "abduction", Task("def f(a):\n    return a + 1", "5", "6"), ())
+UPPER = ProbeTask("deduction-000", "deduction", Task("def f(s):\n    return s.upper()", "'AB'", "'AB'"), ())
+LENGTH = ProbeTask("deduction-001", "deduction", Task("def f(s):\n    return len(s)", "'ab'", "2"), ())
+TASKS = {task.id: task for task in (CONSTANT, SHIFT, UPPER, LENGTH)}
+
+
+def test_the_copy_answer_is_judged_by_the_task_types_own_check(copies: ModuleType) -> None:
+    with Executor(ExecutorConfig(workers=1)) as executor:
+        solvable = copies.copy_solvable(
+            TASKS.values(), lambda kind, task, answer: judge(executor, kind, task, answer)
+        )
+    # f('x') is 'x' for the constant; 6 + 1 is not 6; 'AB'.upper() is 'AB'; len('ab') is not 'ab'.
+    assert solvable == {"abduction-000", "deduction-000"}
+
+
+def test_copies_are_recognised_up_to_quotes_and_spacing(copies: ModuleType) -> None:
+    assert copies.same_value('"AB"', "'AB'")
+    assert copies.same_value("[1,2]", "[1, 2]")
+    assert not copies.same_value("'ab'", "'AB'")
+    assert not copies.same_value(None, "1")
+
+
+def record(task_id: str, correct: bool, answer: str) -> dict:
+    return {
+        "benchmark": f"probe-{task_id.split('-')[0]}",
+        "id": task_id,
+        "correct": correct,
+        "answer": answer,
+    }
+
+
+def test_scores_split_into_copy_solvable_and_copy_proof_tasks(copies: ModuleType) -> None:
+    solvable = {"abduction-000", "deduction-000"}
+    base = [
+        record("abduction-000", False, "1"),
+        record("abduction-001", True, "5"),
+        record("deduction-001", True, "2"),
+    ]
+    after = [
+        record("abduction-000", True, "'x'"),
+        record("abduction-001", False, "6"),
+        record("deduction-001", True, "2"),
+    ]
+    deduction, abduction = copies.split_scores(after, base, TASKS, solvable)
+    # The after file copies both abduction outputs: right on the constant only, wrong on the copy-proof one.
+    assert (abduction.right, abduction.copies) == (1, 2)
+    assert (abduction.proof_problems, abduction.proof_right) == (1, 0)
+    assert (abduction.proof_gained, abduction.proof_lost) == (0, 1)
+    assert (deduction.right, deduction.copies, deduction.proof_right, deduction.proof_lost) == (1, 0, 1, 0)
+    (first,) = [s for s in copies.split_scores(base, None, TASKS, solvable) if s.task_type == "abduction"]
+    assert first.proof_gained is None and first.proof_p is None
+
+
+def test_a_file_that_is_no_results_file_is_a_clear_error(
+    copies: ModuleType, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert copies.main([str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err
