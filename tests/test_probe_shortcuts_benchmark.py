@@ -1,5 +1,5 @@
-"""benchmarks/probe_copy_baseline.py: which probe tasks the copy answer solves, judged in the sandbox, and
-the scores with and without them."""
+"""benchmarks/probe_shortcuts.py: which probe tasks an answer that never reads the program solves, judged
+in the sandbox, and the scores with and without them."""
 
 from __future__ import annotations
 
@@ -14,23 +14,33 @@ from azr.tasks import Task
 
 @pytest.fixture
 def copies(benchmark_script) -> ModuleType:
-    return benchmark_script("probe_copy_baseline")
+    return benchmark_script("probe_shortcuts")
 
 
 CONSTANT = ProbeTask("abduction-000", "abduction", Task("def f(a):\n    return 'x'", "5", "'x'"), ())
 SHIFT = ProbeTask("abduction-001", "abduction", Task("def f(a):\n    return a + 1", "5", "6"), ())
 UPPER = ProbeTask("deduction-000", "deduction", Task("def f(s):\n    return s.upper()", "'AB'", "'AB'"), ())
 LENGTH = ProbeTask("deduction-001", "deduction", Task("def f(s):\n    return len(s)", "'ab'", "2"), ())
-TASKS = {task.id: task for task in (CONSTANT, SHIFT, UPPER, LENGTH)}
+
+
+def induction(task_id: str, program: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> ProbeTask:
+    return ProbeTask(task_id, "induction", Task(program, inputs=inputs, outputs=outputs, message="m"), ())
+
+
+NONE = induction("induction-000", "def f(a):\n    print(a)", ("1", "2", "3", "4"), ("None",) * 4)
+SAME = induction("induction-001", "def f(a):\n    return a", ("1", "'b'", "[]", "4"), ("1", "'b'", "[]", "4"))
+DOUBLE = induction("induction-002", "def f(a):\n    return 2 * a", ("1", "2", "3", "4"), ("2", "4", "6", "8"))
+TASKS = {task.id: task for task in (CONSTANT, SHIFT, UPPER, LENGTH, NONE, SAME, DOUBLE)}
 
 
 def test_the_copy_answer_is_judged_by_the_task_types_own_check(copies: ModuleType) -> None:
     with Executor(ExecutorConfig(workers=1)) as executor:
-        solvable = copies.copy_solvable(
+        solvable = copies.shortcut_solvable(
             TASKS.values(), lambda kind, task, answer: judge(executor, kind, task, answer)
         )
-    # f('x') is 'x' for the constant; 6 + 1 is not 6; 'AB'.upper() is 'AB'; len('ab') is not 'ab'.
-    assert solvable == {"abduction-000", "deduction-000"}
+    # f('x') is 'x' for the constant; 6 + 1 is not 6; 'AB'.upper() is 'AB'; len('ab') is not 'ab'; a
+    # program that prints returns None, as its first shown output does; the identity returns its argument.
+    assert solvable == {"abduction-000", "deduction-000", "induction-000", "induction-001"}
 
 
 def test_copies_are_recognised_up_to_quotes_and_spacing(copies: ModuleType) -> None:

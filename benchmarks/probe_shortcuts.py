@@ -1,14 +1,15 @@
-"""How much of a probe score the copy answer earns, and what is left without it.
+"""How much of a probe score answers that never read the program earn, and what is left without them.
 
-    python benchmarks/probe_copy_baseline.py BASE.json AFTER.json [AFTER.json ...]
+    python benchmarks/probe_shortcuts.py BASE.json AFTER.json [AFTER.json ...]
 
-The copy answer gives the question back: for deduction the task's input as its output, for abduction the
-task's output as its input. A model that learnt identity tasks answers this way, and it is right whenever
-the program is constant or returns that value unchanged. Each copy answer is judged in the sandbox by the
-task type's own check, which splits each type's probe into copy-solvable and copy-proof tasks. Then, for
-every results file (`azr eval` on the probe): the score, how many answers are copies, and the score on the
-copy-proof tasks alone with the sign test against the first file on them. A rise on the copy-proof tasks is
-not the copy heuristic; a rise on the copy-solvable ones alone may be.
+The shortcut answers: for deduction the task's input given back as its output, for abduction the task's
+output given back as its input (the copy answers a model that learnt identity tasks gives), for induction a
+program that returns its argument or the first shown output. Each is judged in the sandbox by the task
+type's own check, which splits each type's probe into shortcut-solvable tasks (a constant or identity-like
+program) and shortcut-proof ones. Then, for every results file (`azr eval` on the probe): the score, how
+many deduction and abduction answers are copies, and the score on the shortcut-proof tasks alone with the
+sign test against the first file on them. A rise there is not a shortcut; a rise on the
+shortcut-solvable tasks alone may be.
 """
 
 from __future__ import annotations
@@ -24,15 +25,24 @@ from typing import Any
 from azr.evaluation.compare import compare_records, load_records
 from azr.executor import Executor
 from azr.parsing import normalize_arguments
-from azr.probe import ProbeTask, judge, load_probe
+from azr.probe import PROBE_TYPES, ProbeTask, judge, load_probe
 from azr.tasks import Task
+from azr.tasks.induction import Induction
 
 COPY_TYPES = ("deduction", "abduction")
 
 
 def copy_answer(task_type: str, task: Task) -> str:
-    """The answer that gives the question back."""
+    """The deduction or abduction answer that gives the question back."""
     return task.input if task_type == "deduction" else task.output
+
+
+def shortcut_answers(task_type: str, task: Task) -> list[str]:
+    """Answers that need no reading of the task's program."""
+    if task_type in COPY_TYPES:
+        return [copy_answer(task_type, task)]
+    shown, _ = Induction.split(task)
+    return ["def f(*args):\n    return args[0]", f"def f(*args):\n    return {shown[0][1]}"]
 
 
 def same_value(answer: Any, copy: str) -> bool:
@@ -42,13 +52,14 @@ def same_value(answer: Any, copy: str) -> bool:
     return normalize_arguments(str(answer)) == normalize_arguments(copy)
 
 
-def copy_solvable(
+def shortcut_solvable(
     tasks: Iterable[ProbeTask], judge_answer: Callable[[str, Task, str], Future[Any]]
 ) -> set[str]:
-    """The ids of the tasks whose copy answer the task type's own check accepts."""
+    """The ids of the tasks that some shortcut answer solves, by the task type's own check."""
     pending = [
-        (task.id, judge_answer(task.task_type, task.task, copy_answer(task.task_type, task.task)))
+        (task.id, judge_answer(task.task_type, task.task, answer))
         for task in tasks
+        for answer in shortcut_answers(task.task_type, task.task)
     ]
     return {task_id for task_id, verdict in pending if verdict.result().correct}
 
@@ -58,10 +69,10 @@ class SplitScore:
     task_type: str
     problems: int
     right: int
-    copies: int  # answers that are the copy answer
-    proof_problems: int  # copy-proof tasks
+    copies: int | None  # deduction and abduction answers that give the question back
+    proof_problems: int  # shortcut-proof tasks
     proof_right: int
-    proof_gained: int | None  # against the first file, on the copy-proof tasks
+    proof_gained: int | None  # against the first file, on the shortcut-proof tasks
     proof_lost: int | None
     proof_p: float | None
 
@@ -77,12 +88,16 @@ def split_scores(
     solvable: set[str],
 ) -> list[SplitScore]:
     scores = []
-    for task_type in COPY_TYPES:
+    for task_type in PROBE_TYPES:
         mine = [r for r in records if r["benchmark"] == f"probe-{task_type}"]
         if not mine:
             continue
         proof = [r for r in mine if r["id"] not in solvable]
-        copies = sum(same_value(r.get("answer"), copy_answer(task_type, tasks[r["id"]].task)) for r in mine)
+        copies = None
+        if task_type in COPY_TYPES:
+            copies = sum(
+                same_value(r.get("answer"), copy_answer(task_type, tasks[r["id"]].task)) for r in mine
+            )
         gained = lost = p = None
         if base_records is not None:
             proof_ids = {r["id"] for r in proof}
@@ -110,7 +125,7 @@ def split_scores(
 
 def table(rows: list[tuple[str, SplitScore]]) -> list[str]:
     lines = [
-        "| results | type | score | copy answers | copy-proof tasks: score | gained / lost vs first "
+        "| results | type | score | copy answers | shortcut-proof tasks: score | gained / lost vs first "
         "| sign p |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -118,9 +133,10 @@ def table(rows: list[tuple[str, SplitScore]]) -> list[str]:
         versus = "—" if s.proof_gained is None else f"{s.proof_gained} / {s.proof_lost}"
         p = "—" if s.proof_p is None else f"{s.proof_p:.3g}"
         proof = 100 * s.proof_right / max(s.proof_problems, 1)
+        copies = "—" if s.copies is None else s.copies
         lines.append(
             f"| {name} | {s.task_type} | {s.right}/{s.problems} = {100 * s.right / s.problems:.1f}% "
-            f"| {s.copies} | {s.proof_right}/{s.proof_problems} = {proof:.1f}% | {versus} | {p} |"
+            f"| {copies} | {s.proof_right}/{s.proof_problems} = {proof:.1f}% | {versus} | {p} |"
         )
     return lines
 
@@ -136,15 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    tasks = {task.id: task for task_type in COPY_TYPES for task in load_probe(task_type)}
+    tasks = {task.id: task for task_type in PROBE_TYPES for task in load_probe(task_type)}
     with Executor() as executor:
-        solvable = copy_solvable(
+        solvable = shortcut_solvable(
             tasks.values(), lambda kind, task, answer: judge(executor, kind, task, answer)
         )
-    for task_type in COPY_TYPES:
+    for task_type in PROBE_TYPES:
         n = sum(task.task_type == task_type for task in tasks.values())
         hits = sum(tasks[i].task_type == task_type for i in solvable)
-        print(f"probe-{task_type}: the copy answer is right on {hits} of {n} tasks")
+        print(f"probe-{task_type}: a shortcut answer is right on {hits} of {n} tasks")
     print()
     base = files[0][1]
     rows = []
