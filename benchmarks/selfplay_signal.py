@@ -165,14 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if samples_dir.is_dir():
         samples = read_samples(samples_dir)
-        print("| steps | type | valid proposals | identity programs | learnable |")
-        print("|---|---|---|---|---|")
-        for row in proposal_windows(samples, args.window):
-            print(
-                f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.valid} | {row.identity} "
-                f"| {row.learnable} |"
-            )
-        print()
+        proposals = proposal_windows(samples, args.window)
+        if proposals:  # a solver-only run proposes nothing
+            print("| steps | type | valid proposals | identity programs | learnable |")
+            print("|---|---|---|---|---|")
+            for row in proposals:
+                print(
+                    f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.valid} | {row.identity} "
+                    f"| {row.learnable} |"
+                )
+            print()
         print("| steps | induction answers | verbatim copies of the prompt | copies graded right |")
         print("|---|---|---|---|")
         for row in induction_copies(samples, args.window):
