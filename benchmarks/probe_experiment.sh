@@ -10,7 +10,7 @@
 #   bash benchmarks/probe_experiment.sh compare selfplay    # sign tests against the base model
 #   bash benchmarks/probe_experiment.sh train distinct 60   # self-play not paid for renamed copies
 #
-# RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
+# RESULTS (default benchmarks/results) receives the evaluations. RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
 # to benchmarks/results/probe-{base,selfplay,control,distinct}.json (the probe) and probe-{...}-crux.json
 # (CRUXEval-O/I first 200 and HumanEval), each made with identical options. A machine whose work tree is laid
 # anew each session keeps runs only outside it: RUNS=$HOME/azr-runs.
@@ -18,7 +18,7 @@ set -euo pipefail
 
 AZR="${AZR:-.venv/bin/azr}"
 RUNS="${RUNS:-runs}"
-RESULTS="benchmarks/results"
+RESULTS="${RESULTS:-benchmarks/results}"
 
 # What both runs share: the model, update and solver prompts of cpu-coder (the control preset keeps them),
 # one worked example per (type, step) for the solver prompts, and validation on the first 50 probe tasks

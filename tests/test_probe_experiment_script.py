@@ -23,9 +23,14 @@ def commands(tmp_path: Path, *args: str) -> list[list[str]]:
     stand_in = tmp_path / "azr"
     stand_in.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
     stand_in.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "AZR": str(stand_in), "RUNS": str(tmp_path / "runs")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AZR": str(stand_in),
+        "RUNS": str(tmp_path / "runs"),
+        "RESULTS": str(tmp_path / "results"),
+    }
     subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, check=True)
-    return [shlex.split(line) for line in log.read_text().splitlines()]
+    return [shlex.split(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 def config_of(command: list[str]):
@@ -79,14 +84,19 @@ def test_a_begun_run_is_resumed_and_done_evaluations_are_kept(tmp_path: Path) ->
     (run / "config.yaml").write_text("steps: 1\n")
     (resumed,) = commands(tmp_path, "train", "selfplay", "80")
     assert resumed == ["train", "--resume", str(run), "--steps", "80"]
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "probe-selfplay.json").write_text("{}")
+    (remaining,) = commands(tmp_path, "eval", "selfplay")
+    assert remaining[remaining.index("--out") + 1] == str(results / "probe-selfplay-crux.json")
+    (results / "probe-selfplay-crux.json").write_text("{}")
+    assert commands(tmp_path, "eval", "selfplay") == []
 
 
-@pytest.mark.parametrize("arm", ["base", "selfplay"])
+@pytest.mark.parametrize("arm", ["base", "selfplay", "distinct", "control"])
 def test_evaluations_use_identical_options_but_the_model(tmp_path: Path, arm: str) -> None:
-    results = ROOT / "benchmarks" / "results"
-    done = {path.name for path in results.glob("probe-*.json")}
     calls = commands(tmp_path, "eval", arm)
-    expected = [name for name in (f"probe-{arm}.json", f"probe-{arm}-crux.json") if name not in done]
+    expected = [f"probe-{arm}.json", f"probe-{arm}-crux.json"]
     assert [call[call.index("--out") + 1].rsplit("/", 1)[1] for call in calls] == expected
     for call in calls:
         model = call[call.index("--model") + 1]
