@@ -10,10 +10,10 @@
 #   bash benchmarks/probe_experiment.sh compare selfplay    # sign tests against the base model
 #   bash benchmarks/probe_experiment.sh train distinct 60   # self-play not paid for renamed copies
 #
-# RESULTS (default benchmarks/results) receives the evaluations. RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
-# to benchmarks/results/probe-{base,selfplay,control,distinct}.json (the probe) and probe-{...}-crux.json
-# (CRUXEval-O/I first 200 and HumanEval), each made with identical options. A machine whose work tree is laid
-# anew each session keeps runs only outside it: RUNS=$HOME/azr-runs.
+# RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
+# to RESULTS (default benchmarks/results): probe-{base,selfplay,control,distinct}.json (the probe) and
+# probe-{...}-crux.json (CRUXEval-O/I first 200 and HumanEval), each made with identical options. A machine
+# whose work tree is laid anew each session keeps runs only outside it: RUNS=$HOME/azr-runs.
 set -euo pipefail
 
 AZR="${AZR:-.venv/bin/azr}"

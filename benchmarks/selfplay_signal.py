@@ -13,17 +13,15 @@ valid proposals, how many are the identity program, and how many earned a learna
 some but not all of their samples): a proposer that settles on the identity program proposes only tasks
 its solver always solves, which teach nothing.
 
-The third table reads the same windows: the induction answers
-saved, how many repeat a program that stands verbatim in their prompt (the worked example), and how many of
-those copies were graded right. An induction task's answer is a whole program, so a verbatim repeat is a
-copy, not a coincidence; a copy scores only where the task's program behaves like the example's.
+The third table reads the same windows: the induction answers saved, how many repeat a program that stands
+verbatim in their prompt (the worked example), and how many of those copies were graded right. An
+induction task's answer is a whole program, so a verbatim repeat is a copy, not a coincidence; a copy
+scores only where the task's program behaves like the example's.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sqlite3
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -31,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from azr.parsing import program_key
+from azr.report import RunData
+from azr.tasks.base import IDENTITY_PROGRAM
 
-IDENTITY_KEY = program_key("def f(x):\n    return x")
+IDENTITY_KEY = program_key(IDENTITY_PROGRAM)
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,6 @@ def buffer_diversity(programs_by_type: dict[str, list[str]]) -> list[BufferDiver
             BufferDiversity(task_type, tasks, len(keys), keys[IDENTITY_KEY], top3 / tasks if tasks else 0.0)
         )
     return rows
-
-
-def read_buffer_programs(database: Path) -> dict[str, list[str]]:
-    """The programs of every stored task, by task type, read without locking out a run that writes."""
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        rows = connection.execute("SELECT task_type, program FROM tasks ORDER BY id").fetchall()
-    finally:
-        connection.close()
-    programs: dict[str, list[str]] = {}
-    for task_type, program in rows:
-        programs.setdefault(task_type, []).append(program)
-    return programs
 
 
 @dataclass(frozen=True)
@@ -134,38 +121,35 @@ def proposal_windows(samples_by_step: dict[int, list[dict[str, Any]]], window: i
     ]
 
 
-def read_samples(samples_dir: Path) -> dict[int, list[dict[str, Any]]]:
-    samples = {}
-    for path in sorted(samples_dir.glob("step_*.jsonl")):
-        step = int(path.stem.removeprefix("step_"))
-        samples[step] = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-    return samples
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--window", type=int, default=20, help="steps per row of the copy table (default 20)")
+    parser.add_argument(
+        "--window", type=int, default=20, help="steps per row of the window tables (default 20)"
+    )
     args = parser.parse_args(argv)
-    database = args.run_dir / "buffers.sqlite"
-    samples_dir = args.run_dir / "samples"
-    if not database.is_file() and not samples_dir.is_dir():
+    data = RunData.load(args.run_dir)
+    for problem in data.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not data.tasks and not data.samples:
         print(
-            f"error: {args.run_dir} has neither buffers.sqlite nor samples/: is it a run directory?",
+            f"error: {args.run_dir} has neither buffered tasks nor samples: is it a run directory?",
             file=sys.stderr,
         )
         return 2
-    if database.is_file():
+    if data.tasks:
+        programs: dict[str, list[str]] = {}
+        for task in data.tasks:
+            programs.setdefault(task.task_type, []).append(task.program)
         print("| buffer | tasks | distinct programs | identity copies | top-3 programs' share |")
         print("|---|---|---|---|---|")
-        for row in buffer_diversity(read_buffer_programs(database)):
+        for row in buffer_diversity(programs):
             print(
                 f"| {row.task_type} | {row.tasks} | {row.programs} | {row.identity} | {row.top3_share:.2f} |"
             )
         print()
-    if samples_dir.is_dir():
-        samples = read_samples(samples_dir)
-        proposals = proposal_windows(samples, args.window)
+    if data.samples:
+        proposals = proposal_windows(data.samples, args.window)
         if proposals:  # a solver-only run proposes nothing
             print("| steps | type | valid proposals | identity programs | learnable |")
             print("|---|---|---|---|---|")
@@ -177,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
         print("| steps | induction answers | verbatim copies of the prompt | copies graded right |")
         print("|---|---|---|---|")
-        for row in induction_copies(samples, args.window):
+        for row in induction_copies(data.samples, args.window):
             print(f"| {row.first_step}-{row.last_step} | {row.answers} | {row.copies} | {row.copies_right} |")
     return 0
 

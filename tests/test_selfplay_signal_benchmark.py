@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from azr.buffer import TaskBuffer
+from azr.tasks import Task
 
 
 @pytest.fixture
@@ -82,14 +84,8 @@ def test_reads_a_run_directory(
 ) -> None:
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)
-    database = sqlite3.connect(run / "buffers.sqlite")
-    database.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, task_type TEXT, program TEXT)")
-    database.executemany(
-        "INSERT INTO tasks (task_type, program) VALUES (?, ?)",
-        [("deduction", "def f(b):\n    return b"), ("deduction", "def f(c):\n    return c * 3")],
-    )
-    database.commit()
-    database.close()
+    buffer = TaskBuffer(run / "buffers.sqlite", "deduction")
+    buffer.add([Task("def f(b):\n    return b", "1", "1"), Task("def f(c):\n    return c * 3", "1", "3")])
     row = {"task_type": "induction", "role": "solve", "prompt": "p", "response": "q", "correct": False}
     (run / "samples" / "step_000001.jsonl").write_text(json.dumps(row) + "\n")
     assert signal.main([str(run)]) == 0
