@@ -19,6 +19,9 @@ induction inputs):
 6. Each probe task gets its solver prompt's worked example (`solver_examples` of the preset), drawn with a
    seeded generator from the training split of its kind, and dropped while the prompt is over the
    preset's `max_prompt_tokens`, as the trainer does.
+7. `shortcuts.json`: the probe tasks that an answer never reading the program solves (`azr.tasks`
+   `shortcut_answers`), judged in the sandbox; `azr compare` reports the probe on the others as well.
+   `--shortcuts-only` rewrites it for the probe in `--out-dir` without the model.
 
 The base model's answers are never looked at: no task is chosen by whether the model solves it.
 
@@ -56,11 +59,13 @@ from azr.probe import (
     PROMPT_FORMAT,
     PROMPT_VERSION,
     PROVENANCE,
+    SHORTCUTS,
     TRAIN_SPLIT,
     ProbeTask,
     probe_row,
     seed_row,
     task_of_row,
+    write_shortcuts,
 )
 from azr.seeding import proposal_of, validate_seed_tasks
 from azr.tasks import Task, TaskPool, TaskType, get_task_type, load_seed_tasks, shipped_seed_path
@@ -331,6 +336,10 @@ def stream_stats(log: StreamLog, cleaned: Cleaned | None) -> dict[str, Any]:
     return stats
 
 
+def shortcut_counts(solvable: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    return {name: len(ids) for name, ids in solvable.items()}
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(
@@ -368,6 +377,11 @@ def main() -> None:
     parser.add_argument(
         "--generate-only", action="store_true", help="Generate the io streams, print their rates, stop."
     )
+    parser.add_argument(
+        "--shortcuts-only",
+        action="store_true",
+        help=f"Judge the probe in --out-dir for shortcut answers, write its {SHORTCUTS}, stop (no model).",
+    )
     args = parser.parse_args()
 
     from azr.config import load_config
@@ -378,6 +392,11 @@ def main() -> None:
 
     console = Console()
     config = load_config(args.config)
+    if args.shortcuts_only:
+        with Executor(config.executor) as executor:
+            solvable = write_shortcuts(executor, args.out_dir)
+        console.print(f"shortcut-solvable probe tasks: {shortcut_counts(solvable)}, in {args.out_dir}")
+        return
     gen, selfplay = config.generation, config.selfplay
     if (selfplay.prompt_format, selfplay.prompt_version) != (PROMPT_FORMAT, PROMPT_VERSION):
         raise SystemExit(
@@ -500,6 +519,8 @@ def main() -> None:
         [{**seed_row(task), "proposed_as": name} for name, task in train_io.values()]
         + [{**seed_row(task), "proposed_as": "induction"} for task in train["induction"]],
     )
+    with Executor(config.executor) as executor:
+        solvable = write_shortcuts(executor, args.out_dir)
     provenance = {
         "built": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
@@ -532,6 +553,7 @@ def main() -> None:
         "streams": stats,
         "dropped_on_revalidation": dropped,
         "probe": {name: len(probe[name]) for name in PROBE_TYPES},
+        "shortcut_solvable": shortcut_counts(solvable),
         "train": {
             "io": len(train_io),
             "io_proposed_as": dict(Counter(name for name, _ in train_io.values())),

@@ -2,47 +2,37 @@
 
     python benchmarks/probe_shortcuts.py BASE.json AFTER.json [AFTER.json ...]
 
-The shortcut answers: for deduction the task's input given back as its output, for abduction the task's
-output given back as its input (the copy answers a model that learnt identity tasks gives), for induction a
-program that returns its argument or the first shown output. Each is judged in the sandbox by the task
-type's own check, which splits each type's probe into shortcut-solvable tasks (a constant or identity-like
-program) and shortcut-proof ones. Then, for every results file (`azr eval` on the probe): the score, how
-many deduction and abduction answers are copies, and the score on the shortcut-proof tasks alone with the
-sign test against the first file on them. A rise there is not a shortcut; a rise on the
-shortcut-solvable tasks alone may be.
+The shortcut answers (`shortcut_answers` of each task type): for deduction the task's input given back as
+its output, for abduction the task's output given back as its input (the copy answers a model that learnt
+identity tasks gives), for induction a program that returns its argument or the first shown output. The
+probe ships which tasks one of them solves (`azr/data/probe/shortcuts.json`, judged in the sandbox by the
+task type's own check): constant or identity-like programs; the others are shortcut-proof. Then, for
+every results file (`azr eval` on the probe): the score, how many deduction and abduction answers are
+copies, and the score on the shortcut-proof tasks alone with the sign test against the first file on them
+(`azr compare` prints the same rows). A rise there is not a shortcut; a rise on the shortcut-solvable tasks
+alone may be.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from azr.evaluation.compare import compare_records, load_records
-from azr.executor import Executor
 from azr.parsing import normalize_arguments
-from azr.probe import PROBE_TYPES, ProbeTask, judge, load_probe
-from azr.tasks import Task
-from azr.tasks.induction import Induction
+from azr.probe import PROBE_TYPES, ProbeTask, load_probe, shortcut_solvable_ids
+from azr.tasks import Task, get_task_type
 
 COPY_TYPES = ("deduction", "abduction")
 
 
 def copy_answer(task_type: str, task: Task) -> str:
     """The deduction or abduction answer that gives the question back."""
-    return task.input if task_type == "deduction" else task.output
-
-
-def shortcut_answers(task_type: str, task: Task) -> list[str]:
-    """Answers that need no reading of the task's program."""
-    if task_type in COPY_TYPES:
-        return [copy_answer(task_type, task)]
-    shown, _ = Induction.split(task)
-    return ["def f(*args):\n    return args[0]", f"def f(*args):\n    return {shown[0][1]}"]
+    (answer,) = get_task_type(task_type).shortcut_answers(task)
+    return answer
 
 
 def same_value(answer: Any, copy: str) -> bool:
@@ -50,18 +40,6 @@ def same_value(answer: Any, copy: str) -> bool:
     if answer is None:
         return False
     return normalize_arguments(str(answer)) == normalize_arguments(copy)
-
-
-def shortcut_solvable(
-    tasks: Iterable[ProbeTask], judge_answer: Callable[[str, Task, str], Future[Any]]
-) -> set[str]:
-    """The ids of the tasks that some shortcut answer solves, by the task type's own check."""
-    pending = [
-        (task.id, judge_answer(task.task_type, task.task, answer))
-        for task in tasks
-        for answer in shortcut_answers(task.task_type, task.task)
-    ]
-    return {task_id for task_id, verdict in pending if verdict.result().correct}
 
 
 @dataclass(frozen=True)
@@ -153,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     tasks = {task.id: task for task_type in PROBE_TYPES for task in load_probe(task_type)}
-    with Executor() as executor:
-        solvable = shortcut_solvable(
-            tasks.values(), lambda kind, task, answer: judge(executor, kind, task, answer)
-        )
+    solvable = set().union(*shortcut_solvable_ids().values())
     for task_type in PROBE_TYPES:
         n = sum(task.task_type == task_type for task in tasks.values())
         hits = sum(tasks[i].task_type == task_type for i in solvable)

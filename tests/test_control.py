@@ -259,3 +259,21 @@ def test_learning_curve_and_report_read_a_control_run(make_trainer, benchmark_sc
     table = capsys.readouterr().out
     assert "| solved | deduction |" in table and "proposals |" not in table
     assert build_report(trainer.run.root).is_file()
+
+
+def test_reject_shortcut_tasks_leaves_the_shortcut_solvable_split_tasks_out(make_trainer) -> None:
+    plain = make_trainer()
+    strict = make_trainer("selfplay.reject_shortcut_tasks=true")
+    # (x + i) % 2 on input 0 gives i % 2: for even i the input given back is the output (deduction) and
+    # the output given back is an input that gives it (abduction). No x * k induction task is constant.
+    assert {name: len(buffer) for name, buffer in plain.buffers.items()} == {
+        "deduction": 8,
+        "abduction": 8,
+        "induction": 3,
+    }
+    kept = {name: buffer.tasks for name, buffer in strict.buffers.items()}
+    assert [task.output for task in kept["deduction"]] == ["1"] * 4
+    assert [task.output for task in kept["abduction"]] == ["1"] * 4
+    assert len(kept["induction"]) == 3
+    strict.train_step()
+    assert all(r["task"]["output"] == "1" for r in samples(strict, 1) if r["task_type"] != "induction")

@@ -31,7 +31,9 @@ from azr.probe import (
     load_probe,
     probe_path,
     provenance,
+    shortcut_solvable_ids,
     train_split_path,
+    with_shortcut_proof_subsets,
     without_probe_tasks,
 )
 from azr.prompts import get_format
@@ -273,6 +275,81 @@ def test_the_base_results_file_covers_the_whole_probe_and_compares(probe):
     diffs = compare_records(records, records)
     assert [d.benchmark for d in diffs] == list(PROBE_BENCHMARKS)
     assert all(d.gained == d.lost == 0 for d in diffs)
+
+
+def test_shortcut_solvable_tasks_are_found_by_each_task_types_own_check(executor):
+    from azr.probe import ProbeTask, find_shortcut_solvable
+
+    def io(task_id: str, program: str, input_: str, output: str) -> ProbeTask:
+        return ProbeTask(task_id, task_id.split("-")[0], Task(program, input_, output))
+
+    def induction(task_id: str, program: str, outputs: tuple[str, ...]) -> ProbeTask:
+        inputs = ("1", "'b'", "[]", "4")
+        return ProbeTask(task_id, "induction", Task(program, inputs=inputs, outputs=outputs, message="m"))
+
+    tasks = [
+        io("abduction-000", "def f(a):\n    return 'x'", "5", "'x'"),  # f('x') is 'x'
+        io("abduction-001", "def f(a):\n    return a * 2", "5", "10"),  # f(10) is not 10
+        io("deduction-000", "def f(s):\n    return s.upper()", "'AB'", "'AB'"),  # gives its input back
+        io("deduction-001", "def f(s):\n    return len(s)", "'ab'", "2"),
+        induction("induction-000", "def f(a):\n    print(a)", ("None",) * 4),  # a constant
+        induction("induction-001", "def f(a):\n    return a", ("1", "'b'", "[]", "4")),  # the identity
+        induction("induction-002", "def f(a):\n    return [a]", ("[1]", "['b']", "[[]]", "[4]")),
+    ]
+    assert find_shortcut_solvable(executor, tasks) == {
+        "deduction": ["deduction-000"],
+        "abduction": ["abduction-000"],
+        "induction": ["induction-000", "induction-001"],
+    }
+
+
+def test_the_shipped_shortcut_list_is_what_the_sandbox_judges(probe, executor, tmp_path):
+    from azr.probe import SHORTCUTS, find_shortcut_solvable, probe_dir, write_shortcuts
+
+    judged = find_shortcut_solvable(executor, [task for name in PROBE_TYPES for task in probe[name]])
+    assert {name: frozenset(ids) for name, ids in judged.items()} == shortcut_solvable_ids()
+    # Most of the base model's abduction tasks are constant or identity-like programs: the list is the
+    # reason the probe is also read without them.
+    assert len(judged["abduction"]) > len(probe["abduction"]) / 2 > len(judged["deduction"])
+    # The build writes the file it ships: the same document from a copy of the probe.
+    for name in PROBE_TYPES:
+        (tmp_path / f"{name}.jsonl").write_bytes(probe_path(name).read_bytes())
+    write_shortcuts(executor, tmp_path)
+    assert json.loads((tmp_path / SHORTCUTS).read_text()) == json.loads((probe_dir() / SHORTCUTS).read_text())
+
+
+def test_shortcut_proof_subsets_follow_their_benchmark_and_leave_others_alone():
+    solvable = shortcut_solvable_ids()
+    ids = [task.id for task in load_probe("abduction")[:40]]
+    records = [{"benchmark": "probe-abduction", "id": i, "correct": True, "answer": "1"} for i in ids]
+    other = {"benchmark": "cruxeval-o", "id": "0", "correct": False, "answer": "2"}
+    out = with_shortcut_proof_subsets([*records, other])
+    proof = [i for i in ids if i not in solvable["abduction"]]
+    assert 0 < len(proof) < len(ids)
+    assert out[: len(ids)] == records
+    assert [r["id"] for r in out[len(ids) : len(ids) + len(proof)]] == proof
+    assert {r["benchmark"] for r in out[len(ids) : len(ids) + len(proof)]} == {
+        "probe-abduction shortcut-proof"
+    }
+    assert out[-1] == other
+
+
+def test_compare_prints_the_shortcut_proof_rows_of_the_probe():
+    from typer.testing import CliRunner
+
+    from azr.cli import app
+
+    result = CliRunner().invoke(app, ["compare", str(RESULTS), str(RESULTS)])
+    assert result.exit_code == 0, result.output
+    rows = {
+        cells[0]: cells[1:]
+        for line in result.output.splitlines()
+        if len(cells := [cell.strip() for cell in line.strip("│").split("│")]) == 8
+    }
+    solvable = shortcut_solvable_ids()
+    for name, task_type in PROBE_BENCHMARKS.items():
+        assert rows[name][0] == "250"
+        assert rows[f"{name} shortcut-proof"][0] == str(250 - len(solvable[task_type]))
 
 
 # the build script's pure steps

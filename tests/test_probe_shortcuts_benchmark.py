@@ -7,8 +7,7 @@ from types import ModuleType
 
 import pytest
 
-from azr.executor import Executor, ExecutorConfig
-from azr.probe import ProbeTask, judge
+from azr.probe import ProbeTask
 from azr.tasks import Task
 
 
@@ -31,16 +30,6 @@ NONE = induction("induction-000", "def f(a):\n    print(a)", ("1", "2", "3", "4"
 SAME = induction("induction-001", "def f(a):\n    return a", ("1", "'b'", "[]", "4"), ("1", "'b'", "[]", "4"))
 DOUBLE = induction("induction-002", "def f(a):\n    return 2 * a", ("1", "2", "3", "4"), ("2", "4", "6", "8"))
 TASKS = {task.id: task for task in (CONSTANT, SHIFT, UPPER, LENGTH, NONE, SAME, DOUBLE)}
-
-
-def test_the_copy_answer_is_judged_by_the_task_types_own_check(copies: ModuleType) -> None:
-    with Executor(ExecutorConfig(workers=1)) as executor:
-        solvable = copies.shortcut_solvable(
-            TASKS.values(), lambda kind, task, answer: judge(executor, kind, task, answer)
-        )
-    # f('x') is 'x' for the constant; 6 + 1 is not 6; 'AB'.upper() is 'AB'; len('ab') is not 'ab'; a
-    # program that prints returns None, as its first shown output does; the identity returns its argument.
-    assert solvable == {"abduction-000", "deduction-000", "induction-000", "induction-001"}
 
 
 def test_copies_are_recognised_up_to_quotes_and_spacing(copies: ModuleType) -> None:

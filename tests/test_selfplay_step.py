@@ -255,6 +255,31 @@ def test_a_program_copy_reward_replaces_the_learnability_of_copies_only(make_tra
     assert any(r["task_type"] == "deduction" for r in others) and all(r["reward"] >= 0 for r in others)
 
 
+def test_reject_shortcut_tasks_gives_identity_proposals_the_invalid_reward_and_never_stores_them(
+    make_trainer,
+) -> None:
+    from azr.parsing import program_key
+
+    trainer = make_trainer(
+        renamed_identities(), "selfplay.seed_file=null", "selfplay.reject_shortcut_tasks=true"
+    )
+    metrics = [trainer.train_step() for _ in range(2)]
+    proposed = [r for step in (1, 2) for r in samples(trainer, step) if r["role"] == "propose"]
+    deduction = [r for r in proposed if r["task_type"] == "deduction"]
+    shortcuts = [r for r in deduction if not r["valid"]]
+    # Every renamed identity (B - 1 a step) is refused; `y * 1 + 7919` is not a shortcut task.
+    assert len(shortcuts) == 2 * (B - 1)
+    assert all(r["reward"] == trainer.config.rewards.invalid_proposal_reward for r in shortcuts)
+    assert [m["proposals/deduction/shortcut"] for m in metrics] == [B - 1, B - 1]
+    assert all(r["valid"] and r["reward"] >= 0 for r in deduction if r not in shortcuts)
+    keys = [program_key(task.program) for task in trainer.buffers["deduction"].tasks]
+    assert keys.count(program_key("def f(a):\n    return a")) == 1  # the seed alone
+    # No solver answer was trained on a refused task.
+    solved = [r for step in (1, 2) for r in samples(trainer, step) if r["role"] == "solve"]
+    solved = [r for r in solved if r["task_type"] == "deduction"]
+    assert solved and all("return name" not in r["task"]["program"] for r in solved)
+
+
 def test_the_seed_phase_keeps_one_task_per_program_with_distinct_programs(make_trainer) -> None:
     from azr.parsing import program_key
 

@@ -167,3 +167,50 @@ def test_task_types_read_their_options_and_seed_rows_themselves() -> None:
     assert Induction().accepts(induction_row) and not Induction().accepts(DOUBLE)
     assert Abduction().accepts(DOUBLE) and not Abduction().accepts(induction_row)
     assert {TASK_TYPES[name].seed_set for name in TASK_TYPES} == {"io", "induction"}
+
+
+# Tasks a shortcut answer solves (left) and tasks it does not (right), per type.
+SHORTCUT_CASES = {
+    "deduction": (Task("def f(x):\n    return sorted(x)", "[1, 2]", "[1, 2]"), DOUBLE),
+    "abduction": (Task("def f(x):\n    return abs(x)", "-4", "4"), DOUBLE),
+    "induction": (
+        Task("def f(x):\n    return 'done'", inputs=("1", "2", "3", "4"), outputs=("'done'",) * 4),
+        Task("def f(x):\n    return x * 2", inputs=("1", "2", "3", "4"), outputs=("2", "4", "6", "8")),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(TASK_TYPES))
+def test_a_shortcut_answer_solves_identity_like_and_constant_tasks_only(
+    name: str, executor: Executor
+) -> None:
+    task_type = get_task_type(name)
+    solvable, proof = SHORTCUT_CASES[name]
+    assert task_type.shortcut_solved(executor, solvable).result() is True
+    assert task_type.shortcut_solved(executor, proof).result() is False
+    # The identity seed every buffer starts from is the shortcut task par excellence.
+    assert task_type.shortcut_solved(executor, task_type.seed_tasks()[0]).result() is True
+
+
+@pytest.mark.parametrize("name", list(TASK_TYPES))
+def test_reject_shortcut_tasks_makes_validation_refuse_them_and_only_them(
+    name: str, executor: Executor
+) -> None:
+    solvable, proof = SHORTCUT_CASES[name]
+    strict = get_task_type(name, SelfPlayConfig(reject_shortcut_tasks=True, induction_inputs=4))
+    plain = get_task_type(name, SelfPlayConfig(induction_inputs=4))
+    assert strict.reject_shortcuts and not plain.reject_shortcuts
+    proposals = [
+        Proposal(task.program, task.input, inputs=task.inputs, message="m") for task in (solvable, proof)
+    ]
+    strict_solvable, strict_proof = [f.result() for f in strict.validate_batch(executor, proposals, step=3)]
+    plain_solvable, plain_proof = [f.result() for f in plain.validate_batch(executor, proposals, step=3)]
+    assert not strict_solvable.valid and strict_solvable.reason == "shortcut"
+    assert plain_solvable.valid
+    assert strict_proof == plain_proof and strict_proof.valid and strict_proof.task.step == 3
+    # An invalid proposal keeps its own reason, and an unparsed one its format reason.
+    failing = Proposal("def f(x):\n    return 1 / x", "0", inputs=("0",), message="m")
+    assert strict.submit_validation(executor, failing).result().reason != "shortcut"
+    assert (
+        strict.submit_validation(executor, BadFormat("no program")).result().reason.startswith("bad format")
+    )

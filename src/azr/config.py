@@ -181,6 +181,15 @@ class SelfPlayConfig(_Strict):
         "not stored, its learnability measured on the stored task. Off: duplicates are exact copies only, "
         "so a renamed copy of a reference (often the identity task) counts as a new task.",
     )
+    reject_shortcut_tasks: bool = Field(
+        False,
+        description="Validation rejects a task that an answer never reading its program solves (reason "
+        "'shortcut'; `TaskType.shortcut_answers`): deduction's input given back as the output, abduction's "
+        "output given back as the input, an induction program returning its argument or the first shown "
+        "output. Applies to proposals (the proposer gets `rewards.invalid_proposal_reward`), seed files, "
+        "the seed phase and the solver-only split. Off (paper): such tasks are valid, and a 0.5B model "
+        "learns to give the question back (benchmarks/RESULTS.md, issue 17).",
+    )
     max_prompt_tokens: int = Field(
         6144,
         ge=64,

@@ -47,6 +47,9 @@ PROMPT_VERSION = "v3"
 """The template version the probe is asked in (the newest when it was built), recorded in its provenance."""
 TRAIN_SPLIT = "train.jsonl"
 PROVENANCE = "provenance.json"
+SHORTCUTS = "shortcuts.json"
+SHORTCUT_PROOF = "shortcut-proof"
+"""What `with_shortcut_proof_subsets` appends to a probe benchmark's name for its subset."""
 
 
 class ProbeLeakError(ValueError):
@@ -197,3 +200,57 @@ def judge(executor: Executor, task_type: str, task: Task, answer: str) -> Future
     """The task type's own check in the sandbox: deduction compares outputs, abduction runs f on the
     answer, induction runs the answered program on the held-out pairs."""
     return probe_task_type(task_type).judge(executor, task, answer)
+
+
+def find_shortcut_solvable(executor: Executor, tasks: Iterable[ProbeTask]) -> dict[str, list[str]]:
+    """Per probe type, the ids of `tasks` that one of the type's `shortcut_answers` solves (an answer
+    that never reads the program), judged in the sandbox by the type's own check; in task order."""
+    tasks = list(tasks)
+    pending = [probe_task_type(task.task_type).shortcut_solved(executor, task.task) for task in tasks]
+    solvable: dict[str, list[str]] = {name: [] for name in PROBE_TYPES}
+    for task, solved in zip(tasks, pending, strict=True):
+        if solved.result():
+            solvable[task.task_type].append(task.id)
+    return solvable
+
+
+def write_shortcuts(executor: Executor, out_dir: Path) -> dict[str, list[str]]:
+    """Judge the probe in `out_dir` and write its `shortcuts.json` there; returns what it wrote."""
+    tasks = [task for name in PROBE_TYPES for task in load_probe(name, out_dir / f"{name}.jsonl")]
+    solvable = find_shortcut_solvable(executor, tasks)
+    document = {
+        "what": "ids of the probe tasks that an answer never reading the program solves "
+        "(azr.tasks TaskType.shortcut_answers), judged in the sandbox",
+        "solvable": solvable,
+    }
+    (out_dir / SHORTCUTS).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    return solvable
+
+
+@cache
+def shortcut_solvable_ids() -> dict[str, frozenset[str]]:
+    """Per probe type, the ids of the shipped probe tasks a shortcut answer solves (`shortcuts.json`,
+    written by `benchmarks/build_probe.py`; a test checks it against the sandbox)."""
+    document = json.loads((probe_dir() / SHORTCUTS).read_text("utf-8"))
+    return {name: frozenset(document["solvable"][name]) for name in PROBE_TYPES}
+
+
+def with_shortcut_proof_subsets(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`azr eval` records with, after each probe benchmark's own, copies of its records on the tasks no
+    shortcut answer solves, under the benchmark `probe-<type> shortcut-proof`: a rise there is not a
+    shortcut. Records of other benchmarks pass through unchanged."""
+    solvable = shortcut_solvable_ids()
+    by_benchmark: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_benchmark.setdefault(record["benchmark"], []).append(record)
+    out: list[dict[str, Any]] = []
+    for benchmark, own in by_benchmark.items():
+        out += own
+        task_type = PROBE_BENCHMARKS.get(benchmark)
+        if task_type is not None:
+            out += [
+                {**record, "benchmark": f"{benchmark} {SHORTCUT_PROOF}"}
+                for record in own
+                if record["id"] not in solvable[task_type]
+            ]
+    return out

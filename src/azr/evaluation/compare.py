@@ -5,6 +5,9 @@ verdict flipped: how many went from wrong to right (gained) and from right to wr
 changed nothing systematic" each flip is equally likely to go either way, so the exact two-sided sign test
 on gained against lost (McNemar's exact test) gives the chance of a split at least that lopsided. Answers
 whose text changed without a flip show that the model moved at all.
+
+Each probe benchmark (`azr.probe`) gets a second row, `probe-<type> shortcut-proof`, on its tasks that no
+answer ignoring the program solves: there a rise cannot be the model giving the question back.
 """
 
 from __future__ import annotations
@@ -97,14 +100,20 @@ def compare_command(
     from rich.console import Console
     from rich.table import Table
 
+    from azr.probe import with_shortcut_proof_subsets
+
     try:
-        diffs = compare_records(load_records(before), load_records(after))
+        diffs = compare_records(
+            with_shortcut_proof_subsets(load_records(before)),
+            with_shortcut_proof_subsets(load_records(after)),
+        )
     except ValueError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     table = Table(title=f"{before} -> {after}")
-    for column in ("benchmark", "problems", "before", "after", "answers changed", "gained", "lost", "p"):
-        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    table.add_column("benchmark")
+    for column in ("problems", "before", "after", "answers changed", "gained", "lost", "p"):
+        table.add_column(column, justify="right")
     for d in diffs:
         table.add_row(
             d.benchmark,
@@ -116,4 +125,7 @@ def compare_command(
             str(d.lost),
             f"{d.p_value:.3f}",
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: no terminal width to fit, so no row is cut short
+        console = Console(width=max(console.width, 120))
+    console.print(table)

@@ -39,3 +39,7 @@ class Abduction(ProgramIOTaskType):
 
     def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
         return executor.check_abduction(task.program, answer, task.output)
+
+    def shortcut_answers(self, task: Task) -> list[str]:
+        """The output given back as the input."""
+        return [task.output]

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from azr.futures import done
+from azr.futures import done, gather, then
 from azr.parsing import BadFormat
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ ROLES: tuple[Role, ...] = ("propose", "solve")
 
 IDENTITY_PROGRAM = "def f(a):\n    return a"
 IDENTITY_INPUT = '"Hello world"'
+SHORTCUT_REASON = "shortcut"
+"""Why a valid task is rejected under `reject_shortcuts`: an answer that never reads its program solves it."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,15 @@ class TaskType(ABC):
     min_references: ClassVar[int] = 0
     """References a proposer prompt keeps even when it is over the token budget."""
 
+    def __init__(self, reject_shortcuts: bool = False) -> None:
+        self.reject_shortcuts = reject_shortcuts
+        """Validation also rejects a task that one of its `shortcut_answers` solves
+        (`selfplay.reject_shortcut_tasks`)."""
+
     @classmethod
     def from_config(cls, selfplay: Any) -> TaskType:
         """An instance configured from a `SelfPlayConfig` (or anything with the same attributes)."""
-        return cls()
+        return cls(reject_shortcuts=selfplay.reject_shortcut_tasks)
 
     def accepts(self, task: Task) -> bool:
         """Whether a task read from a seed file belongs to this type."""
@@ -171,13 +178,35 @@ class TaskType(ABC):
     def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
         """Have the executor check a parsed answer against `task`."""
 
+    @abstractmethod
+    def shortcut_answers(self, task: Task) -> list[str]:
+        """Answers to `task` that need no reading of its program: the question given back, or a program
+        that returns its argument or a constant. A task one of them solves teaches the solver a shortcut."""
+
+    def shortcut_solved(self, executor: Executor, task: Task) -> Future[bool]:
+        """Whether one of the `shortcut_answers` solves `task`, by this type's own check in the sandbox."""
+        verdicts = gather([self.judge(executor, task, answer) for answer in self.shortcut_answers(task)])
+        return then(verdicts, lambda judged: any(verdict.correct for verdict in judged))
+
     def submit_validation(
         self, executor: Executor, proposal: Proposal | BadFormat, step: int = 0
     ) -> Future[Validation]:
-        """Validate one parsed proposal; an unparsed one resolves at once as invalid ("bad format")."""
+        """Validate one parsed proposal; an unparsed one resolves at once as invalid ("bad format"). With
+        `reject_shortcuts`, a valid task that a shortcut answer solves is invalid too ("shortcut")."""
         if isinstance(proposal, BadFormat):
             return done(Validation(None, f"bad format: {proposal.reason}"))
-        return self.validate(executor, proposal, step)
+        validation = self.validate(executor, proposal, step)
+        if not self.reject_shortcuts:
+            return validation
+        return then(validation, lambda checked: self._unless_shortcut(executor, checked))
+
+    def _unless_shortcut(self, executor: Executor, validation: Validation) -> Future[Validation] | Validation:
+        if validation.task is None:
+            return validation
+        return then(
+            self.shortcut_solved(executor, validation.task),
+            lambda solved: Validation(None, SHORTCUT_REASON) if solved else validation,
+        )
 
     def submit_judgement(
         self, executor: Executor, task: Task, answer: str | BadFormat

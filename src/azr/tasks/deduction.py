@@ -39,3 +39,7 @@ class Deduction(ProgramIOTaskType):
 
     def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
         return executor.check_deduction(task.output, answer)
+
+    def shortcut_answers(self, task: Task) -> list[str]:
+        """The input given back as the output."""
+        return [task.input]

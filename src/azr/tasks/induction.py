@@ -65,14 +65,15 @@ class Induction(TaskType):
     program_sources = ("deduction", "abduction")
     """Buffers whose programs induction proposals are about (its own, when none of them is trained)."""
 
-    def __init__(self, n_inputs: int = 10) -> None:
+    def __init__(self, n_inputs: int = 10, reject_shortcuts: bool = False) -> None:
         if n_inputs < 2:
             raise ValueError("induction needs at least 2 inputs: one shown, one held out")
+        super().__init__(reject_shortcuts)
         self.n_inputs = n_inputs
 
     @classmethod
     def from_config(cls, selfplay: Any) -> Induction:
-        return cls(n_inputs=selfplay.induction_inputs)
+        return cls(n_inputs=selfplay.induction_inputs, reject_shortcuts=selfplay.reject_shortcut_tasks)
 
     def accepts(self, task: Task) -> bool:
         return bool(task.inputs)
@@ -194,3 +195,8 @@ class Induction(TaskType):
 
     def judge(self, executor: Executor, task: Task, answer: str) -> Future[Verdict]:
         return executor.check_induction(answer, self.split(task)[1])
+
+    def shortcut_answers(self, task: Task) -> list[str]:
+        """A program that returns its (first) argument, and one that returns the first shown output."""
+        shown, _ = self.split(task)
+        return ["def f(*args):\n    return args[0]", f"def f(*args):\n    return {shown[0][1]}"]
