@@ -9,10 +9,12 @@
 #   bash benchmarks/probe_experiment.sh eval selfplay       # the same on the run's newest checkpoint
 #   bash benchmarks/probe_experiment.sh compare selfplay    # sign tests against the base model
 #   bash benchmarks/probe_experiment.sh train distinct 60   # self-play not paid for renamed copies
+#   bash benchmarks/probe_experiment.sh train strict 60     # ... and no task a shortcut answer solves
+#   bash benchmarks/probe_experiment.sh train strict-control 60   # the control without such tasks
 #
-# RUNS (default runs/) holds the run directories probe-selfplay, probe-control and probe-distinct; results go
-# to RESULTS (default benchmarks/results): probe-{base,selfplay,control,distinct}.json (the probe) and
-# probe-{...}-crux.json (CRUXEval-O/I first 200 and HumanEval), each made with identical options. A machine
+# RUNS (default runs/) holds the run directories probe-<arm>; results go to RESULTS (default
+# benchmarks/results): probe-{base,<arm>}.json (the probe) and probe-{base,<arm>}-crux.json (CRUXEval-O/I
+# first 200 and HumanEval), each made with identical options. A machine
 # whose work tree is laid anew each session keeps runs only outside it: RUNS=$HOME/azr-runs.
 set -euo pipefail
 
@@ -45,6 +47,11 @@ SELFPLAY=(
 DISTINCT=("${SELFPLAY[@]}" --set selfplay.distinct_programs=true --set rewards.program_copy_reward=-0.5)
 # The control: B = 8 split tasks per type, so 24 trained sequences a step, as self-play's 4 + 4 per type.
 CONTROL=(--config cpu-coder-control)
+# The strict arms: no task that an answer ignoring the program solves (`selfplay.reject_shortcut_tasks`):
+# such proposals earn the invalid reward and are never stored or solved, and the control's split loses
+# them. Both earlier arms learnt to give the question back, which the probe's shortcut-solvable tasks pay.
+STRICT=("${DISTINCT[@]}" --set selfplay.reject_shortcut_tasks=true)
+STRICT_CONTROL=("${CONTROL[@]}" --set selfplay.reject_shortcut_tasks=true)
 
 run_dir() { echo "$RUNS/probe-$1"; }
 
@@ -58,7 +65,9 @@ train() {
             selfplay) "$AZR" train "${SELFPLAY[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
             distinct) "$AZR" train "${DISTINCT[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
             control) "$AZR" train "${CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
-            *) echo "unknown arm $arm: selfplay, distinct or control" >&2; exit 2 ;;
+            strict) "$AZR" train "${STRICT[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            strict-control) "$AZR" train "${STRICT_CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            *) echo "unknown arm $arm: selfplay, distinct, control, strict or strict-control" >&2; exit 2 ;;
         esac
     fi
 }
@@ -84,8 +93,8 @@ compare() {
 }
 
 case "${1:-}" in
-    train) train "${2:?selfplay, distinct or control}" "${3:?total steps}" ;;
-    eval) evaluate "${2:?base, selfplay, distinct or control}" ;;
-    compare) compare "${2:?selfplay, distinct or control}" ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    train) train "${2:?an arm: selfplay, distinct, control, strict or strict-control}" "${3:?total steps}" ;;
+    eval) evaluate "${2:?base or an arm}" ;;
+    compare) compare "${2:?an arm}" ;;
+    *) sed -n '2,17p' "$0"; exit 2 ;;
 esac

@@ -70,6 +70,18 @@ def test_the_distinct_arm_is_self_play_whose_copies_are_penalised(tmp_path: Path
     assert distinct[distinct.index("--run-dir") + 1].endswith("runs/probe-distinct")
 
 
+def test_the_strict_arms_add_only_the_shortcut_rejection(tmp_path: Path) -> None:
+    pairs = {"distinct": "strict", "control": "strict-control"}
+    for plain_arm, strict_arm in pairs.items():
+        (plain,) = commands(tmp_path, "train", plain_arm, "60")
+        (strict,) = commands(tmp_path, "train", strict_arm, "60")
+        a, b = config_of(plain), config_of(strict)
+        assert (a.selfplay.reject_shortcut_tasks, b.selfplay.reject_shortcut_tasks) == (False, True)
+        assert a.model_copy(update={"selfplay": b.selfplay}) == b
+        assert a.selfplay.model_copy(update={"reject_shortcut_tasks": True}) == b.selfplay
+        assert strict[strict.index("--run-dir") + 1].endswith(f"runs/probe-{strict_arm}")
+
+
 def test_an_unknown_arm_is_refused(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "AZR": "/bin/false", "RUNS": str(tmp_path / "runs")}
     result = subprocess.run(
