@@ -9,8 +9,9 @@ are the identity program, and the share of the three most common programs. Buffe
 text, so a model that keeps proposing the identity function under new names fills them with one program.
 
 The second table reads the samples files, window by window (`--window` steps each): per task type, the
-valid proposals, how many are the identity program, and how many earned a learnability reward (solved by
-some but not all of their samples): a proposer that settles on the identity program proposes only tasks
+valid proposals, how many are the identity program, how many earned a learnability reward (solved by
+some but not all of their samples), and how many validation refused as shortcut tasks
+(`selfplay.reject_shortcut_tasks`): a proposer that settles on the identity program proposes only tasks
 its solver always solves, which teach nothing.
 
 The third table reads the same windows: the induction answers saved, how many repeat a program that stands
@@ -30,7 +31,7 @@ from typing import Any
 
 from azr.parsing import program_key
 from azr.report import RunData
-from azr.tasks.base import IDENTITY_PROGRAM
+from azr.tasks.base import IDENTITY_PROGRAM, SHORTCUT_REASON
 
 IDENTITY_KEY = program_key(IDENTITY_PROGRAM)
 
@@ -100,21 +101,23 @@ class ProposalWindow:
     valid: int
     identity: int  # valid proposals whose program is the identity under another name
     learnable: int  # proposals with a positive reward: valid, solved by some but not all samples
+    shortcut: int  # refused by validation: a shortcut answer solves the task
 
 
 def proposal_windows(samples_by_step: dict[int, list[dict[str, Any]]], window: int) -> list[ProposalWindow]:
-    """Valid, identity and learnable proposals per window of `window` steps and task type."""
+    """Valid, identity, learnable and shortcut-refused proposals per window of `window` steps and type."""
     counts: dict[tuple[int, str], list[int]] = {}
     for step, samples in samples_by_step.items():
         for sample in samples:
             if sample.get("role") != "propose":
                 continue
-            row = counts.setdefault(((step - 1) // window, sample["task_type"]), [0, 0, 0])
+            row = counts.setdefault(((step - 1) // window, sample["task_type"]), [0, 0, 0, 0])
             if sample.get("valid"):
                 row[0] += 1
                 program = (sample.get("task") or {}).get("program", "")
                 row[1] += program_key(program) == IDENTITY_KEY
             row[2] += float(sample.get("reward") or 0) > 0
+            row[3] += sample.get("reason") == SHORTCUT_REASON
     return [
         ProposalWindow(index * window + 1, (index + 1) * window, task_type, *row)
         for (index, task_type), row in sorted(counts.items())
@@ -151,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     if data.samples:
         proposals = proposal_windows(data.samples, args.window)
         if proposals:  # a solver-only run proposes nothing
-            print("| steps | type | valid proposals | identity programs | learnable |")
-            print("|---|---|---|---|---|")
+            print("| steps | type | valid proposals | identity programs | learnable | refused as shortcuts |")
+            print("|---|---|---|---|---|---|")
             for row in proposals:
                 print(
                     f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.valid} | {row.identity} "
-                    f"| {row.learnable} |"
+                    f"| {row.learnable} | {row.shortcut} |"
                 )
             print()
         print("| steps | induction answers | verbatim copies of the prompt | copies graded right |")

@@ -57,12 +57,15 @@ def test_copies_are_counted_per_window_and_only_for_induction_answers(signal: Mo
 
 
 def test_proposals_are_counted_per_window_and_type(signal: ModuleType) -> None:
-    def proposal(program: str | None, reward: float, task_type: str = "deduction") -> dict:
+    def proposal(
+        program: str | None, reward: float, task_type: str = "deduction", reason: str = "ok"
+    ) -> dict:
         task = {"program": program} if program else None
         return {
             "role": "propose",
             "task_type": task_type,
             "valid": program is not None,
+            "reason": reason if program is None else "ok",
             "task": task,
             "reward": reward,
         }
@@ -70,13 +73,13 @@ def test_proposals_are_counted_per_window_and_type(signal: ModuleType) -> None:
     samples = {
         1: [proposal("def f(q):\n    return q", 0.0), proposal("def f(q):\n    return q * 2", 0.25)],
         2: [proposal(None, -0.5), proposal("def f(z):\n    return z", 0.0, task_type="abduction")],
-        3: [proposal("def f(w):\n    return w", 0.0)],
+        3: [proposal("def f(w):\n    return w", 0.0), proposal(None, -0.5, reason="shortcut")],
     }
     rows = [
-        (r.first_step, r.task_type, r.valid, r.identity, r.learnable)
+        (r.first_step, r.task_type, r.valid, r.identity, r.learnable, r.shortcut)
         for r in signal.proposal_windows(samples, 2)
     ]
-    assert rows == [(1, "abduction", 1, 1, 0), (1, "deduction", 2, 1, 1), (3, "deduction", 1, 1, 0)]
+    assert rows == [(1, "abduction", 1, 1, 0, 0), (1, "deduction", 2, 1, 1, 0), (3, "deduction", 1, 1, 0, 1)]
 
 
 def test_reads_a_run_directory(
