@@ -395,6 +395,10 @@ def main() -> None:
     if args.shortcuts_only:
         with Executor(config.executor) as executor:
             solvable = write_shortcuts(executor, args.out_dir)
+        provenance_path = args.out_dir / PROVENANCE
+        provenance = json.loads(provenance_path.read_text("utf-8"))
+        provenance["shortcut_solvable"] = shortcut_counts(solvable)
+        provenance_path.write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
         console.print(f"shortcut-solvable probe tasks: {shortcut_counts(solvable)}, in {args.out_dir}")
         return
     gen, selfplay = config.generation, config.selfplay

@@ -14,15 +14,15 @@
 #
 # RUNS (default runs/) holds the run directories probe-<arm>; results go to RESULTS (default
 # benchmarks/results): probe-{base,<arm>}.json (the probe) and probe-{base,<arm>}-crux.json (CRUXEval-O/I
-# first 200 and HumanEval), each made with identical options. A machine
-# whose work tree is laid anew each session keeps runs only outside it: RUNS=$HOME/azr-runs.
+# first 200 and HumanEval), each made with identical options. A machine whose work tree is laid anew each
+# session keeps runs only outside it: RUNS=$HOME/azr-runs.
 set -euo pipefail
 
 AZR="${AZR:-.venv/bin/azr}"
 RUNS="${RUNS:-runs}"
 RESULTS="${RESULTS:-benchmarks/results}"
 
-# What both runs share: the model, update and solver prompts of cpu-coder (the control preset keeps them),
+# What every arm shares: the model, update and solver prompts of cpu-coder (the control preset keeps them),
 # one worked example per (type, step) for the solver prompts, and validation on the first 50 probe tasks
 # of each type every 5 steps for the learning curves.
 COMMON=(
@@ -96,5 +96,5 @@ case "${1:-}" in
     train) train "${2:?an arm: selfplay, distinct, control, strict or strict-control}" "${3:?total steps}" ;;
     eval) evaluate "${2:?base or an arm}" ;;
     compare) compare "${2:?an arm}" ;;
-    *) sed -n '2,17p' "$0"; exit 2 ;;
+    *) sed -n '2,18p' "$0"; exit 2 ;;
 esac

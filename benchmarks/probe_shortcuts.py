@@ -23,15 +23,15 @@ from typing import Any
 
 from azr.evaluation.compare import compare_records, load_records
 from azr.parsing import normalize_arguments
-from azr.probe import PROBE_TYPES, ProbeTask, load_probe, shortcut_solvable_ids
-from azr.tasks import Task, get_task_type
+from azr.probe import PROBE_TYPES, ProbeTask, load_probe, probe_task_type, shortcut_solvable_ids
+from azr.tasks import Task
 
 COPY_TYPES = ("deduction", "abduction")
 
 
 def copy_answer(task_type: str, task: Task) -> str:
     """The deduction or abduction answer that gives the question back."""
-    (answer,) = get_task_type(task_type).shortcut_answers(task)
+    (answer,) = probe_task_type(task_type).shortcut_answers(task)
     return answer
 
 

@@ -1,5 +1,5 @@
-"""benchmarks/probe_shortcuts.py: which probe tasks an answer that never reads the program solves, judged
-in the sandbox, and the scores with and without them."""
+"""benchmarks/probe_shortcuts.py: the answers that give the question back, and the scores with and without
+the tasks a shortcut answer solves (which ones is `azr.probe`'s, tested in test_probe.py)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,7 @@ UPPER = ProbeTask("deduction-000", "deduction", Task("def f(s):\n    return s.up
 LENGTH = ProbeTask("deduction-001", "deduction", Task("def f(s):\n    return len(s)", "'ab'", "2"), ())
 
 
-def induction(task_id: str, program: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> ProbeTask:
-    return ProbeTask(task_id, "induction", Task(program, inputs=inputs, outputs=outputs, message="m"), ())
-
-
-NONE = induction("induction-000", "def f(a):\n    print(a)", ("1", "2", "3", "4"), ("None",) * 4)
-SAME = induction("induction-001", "def f(a):\n    return a", ("1", "'b'", "[]", "4"), ("1", "'b'", "[]", "4"))
-DOUBLE = induction("induction-002", "def f(a):\n    return 2 * a", ("1", "2", "3", "4"), ("2", "4", "6", "8"))
-TASKS = {task.id: task for task in (CONSTANT, SHIFT, UPPER, LENGTH, NONE, SAME, DOUBLE)}
+TASKS = {task.id: task for task in (CONSTANT, SHIFT, UPPER, LENGTH)}
 
 
 def test_copies_are_recognised_up_to_quotes_and_spacing(copies: ModuleType) -> None:

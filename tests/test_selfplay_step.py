@@ -280,6 +280,20 @@ def test_reject_shortcut_tasks_gives_identity_proposals_the_invalid_reward_and_n
     assert solved and all("return name" not in r["task"]["program"] for r in solved)
 
 
+def test_the_seed_phase_keeps_no_shortcut_task_with_reject_shortcut_tasks(make_trainer) -> None:
+    trainer = make_trainer(
+        renamed_identities(),
+        "selfplay.seed_file=null",
+        "selfplay.reject_shortcut_tasks=true",
+        "selfplay.seed_buffer_size=3",
+        "selfplay.seed_max_proposals=12",
+    )
+    programs = [task.program for task in trainer.buffers["deduction"].tasks]
+    # The identity seed, then `y * 1 + 7919` proposals (each the same program, once); no renamed identity.
+    assert programs[0] == "def f(a):\n    return a"
+    assert len(programs) > 1 and all("7919" in program for program in programs[1:])
+
+
 def test_the_seed_phase_keeps_one_task_per_program_with_distinct_programs(make_trainer) -> None:
     from azr.parsing import program_key
 

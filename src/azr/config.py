@@ -187,8 +187,10 @@ class SelfPlayConfig(_Strict):
         "'shortcut'; `TaskType.shortcut_answers`): deduction's input given back as the output, abduction's "
         "output given back as the input, an induction program returning its argument or the first shown "
         "output. Applies to proposals (the proposer gets `rewards.invalid_proposal_reward`), seed files, "
-        "the seed phase and the solver-only split. Off (paper): such tasks are valid, and a 0.5B model "
-        "learns to give the question back (benchmarks/RESULTS.md, issue 17).",
+        "the seed phase and the solver-only split, from the run's start or resume on: the identity task "
+        "every buffer starts from (a proposer's first reference) stays, and so do tasks stored before it "
+        "was switched on. Off (paper): such tasks are valid, and a 0.5B model learns to give the question "
+        "back (benchmarks/RESULTS.md, issue 17).",
     )
     max_prompt_tokens: int = Field(
         6144,

@@ -25,7 +25,9 @@ node). On one node that is rank 0's pool alone, which uses every core while the 
 nodes, rank 0 spreads the jobs of a step's two judging phases (proposal validation, answer checks) over all
 the pools (`spread_over_nodes`): every job is checked on the host first, exactly as in one process, then
 run in one pool, and the results come back in order, so a step's results are the same whatever the number
-of pools. Seeding and in-training validation stay on rank 0's pool.
+of pools. Seeding and in-training validation stay on rank 0's pool, and so do the shortcut checks of
+`selfplay.reject_shortcut_tasks`: they are submitted once a proposal's validation has come back, after
+the spread block (one job per deduction or abduction proposal, two per induction proposal).
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ the workers run. These three helpers build derived futures without blocking a th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -47,10 +48,13 @@ def gather(futures: Sequence[Future[T]]) -> Future[list[T]]:
         return done([])
     target: Future[list[T]] = Future()
     remaining = [len(futures)]
+    lock = threading.Lock()  # the futures may finish on several executor threads at once
 
     def finish(_: Future[T]) -> None:
-        remaining[0] -= 1
-        if remaining[0] == 0:
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
             try:
                 target.set_result([future.result() for future in futures])
             except BaseException as error:

@@ -8,6 +8,7 @@ rest by program into the probe and a training split for the solver-only control:
     data/probe/{deduction,abduction,induction}.jsonl   the probe, a task a line with its solver example
     data/probe/train.jsonl                             the training split, in the seed-file format
     data/probe/provenance.json                         how it was built: model, backend, seed, counts
+    data/probe/shortcuts.json                          the tasks an answer ignoring the program solves
 
 No probe task shares a program (`program_key`: normalised, with its own names numbered) with the training
 split, the shipped seed files or the identity seeds. `in_probe`, `without_probe_tasks` and
@@ -239,7 +240,6 @@ def with_shortcut_proof_subsets(records: Sequence[dict[str, Any]]) -> list[dict[
     """`azr eval` records with, after each probe benchmark's own, copies of its records on the tasks no
     shortcut answer solves, under the benchmark `probe-<type> shortcut-proof`: a rise there is not a
     shortcut. Records of other benchmarks pass through unchanged."""
-    solvable = shortcut_solvable_ids()
     by_benchmark: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_benchmark.setdefault(record["benchmark"], []).append(record)
@@ -248,9 +248,10 @@ def with_shortcut_proof_subsets(records: Sequence[dict[str, Any]]) -> list[dict[
         out += own
         task_type = PROBE_BENCHMARKS.get(benchmark)
         if task_type is not None:
+            solvable = shortcut_solvable_ids()[task_type]
             out += [
                 {**record, "benchmark": f"{benchmark} {SHORTCUT_PROOF}"}
                 for record in own
-                if record["id"] not in solvable[task_type]
+                if record["id"] not in solvable
             ]
     return out

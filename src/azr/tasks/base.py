@@ -28,7 +28,7 @@ ROLES: tuple[Role, ...] = ("propose", "solve")
 IDENTITY_PROGRAM = "def f(a):\n    return a"
 IDENTITY_INPUT = '"Hello world"'
 SHORTCUT_REASON = "shortcut"
-"""Why a valid task is rejected under `reject_shortcuts`: an answer that never reads its program solves it."""
+"""Why validation refuses a task under `reject_shortcut_tasks`: an answer ignoring its program solves it."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,9 @@ class TaskType(ABC):
 
     Everything that differs between task types lives behind these methods, so the trainer and the seeding
     loop never name a type: where a proposer's references come from (`proposer_references`), how many of
-    them a prompt may not drop (`min_references`), which shipped seed set feeds it (`seed_set`, `accepts`)
-    and its options (`from_config`).
+    them a prompt may not drop (`min_references`), which shipped seed set feeds it (`seed_set`, `accepts`),
+    which answers solve a task without reading its program (`shortcut_answers`) and its options
+    (`from_config`).
     """
 
     name: ClassVar[str]
@@ -113,15 +114,15 @@ class TaskType(ABC):
     min_references: ClassVar[int] = 0
     """References a proposer prompt keeps even when it is over the token budget."""
 
-    def __init__(self, reject_shortcuts: bool = False) -> None:
-        self.reject_shortcuts = reject_shortcuts
+    def __init__(self, reject_shortcut_tasks: bool = False) -> None:
+        self.reject_shortcut_tasks = reject_shortcut_tasks
         """Validation also rejects a task that one of its `shortcut_answers` solves
         (`selfplay.reject_shortcut_tasks`)."""
 
     @classmethod
     def from_config(cls, selfplay: Any) -> TaskType:
-        """An instance configured from a `SelfPlayConfig` (or anything with the same attributes)."""
-        return cls(reject_shortcuts=selfplay.reject_shortcut_tasks)
+        """An instance configured from a `SelfPlayConfig` (`reject_shortcut_tasks`, a type's own options)."""
+        return cls(reject_shortcut_tasks=selfplay.reject_shortcut_tasks)
 
     def accepts(self, task: Task) -> bool:
         """Whether a task read from a seed file belongs to this type."""
@@ -192,11 +193,11 @@ class TaskType(ABC):
         self, executor: Executor, proposal: Proposal | BadFormat, step: int = 0
     ) -> Future[Validation]:
         """Validate one parsed proposal; an unparsed one resolves at once as invalid ("bad format"). With
-        `reject_shortcuts`, a valid task that a shortcut answer solves is invalid too ("shortcut")."""
+        `reject_shortcut_tasks`, a valid task that a shortcut answer solves is invalid too ("shortcut")."""
         if isinstance(proposal, BadFormat):
             return done(Validation(None, f"bad format: {proposal.reason}"))
         validation = self.validate(executor, proposal, step)
-        if not self.reject_shortcuts:
+        if not self.reject_shortcut_tasks:
             return validation
         return then(validation, lambda checked: self._unless_shortcut(executor, checked))
 

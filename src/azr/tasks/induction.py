@@ -65,15 +65,15 @@ class Induction(TaskType):
     program_sources = ("deduction", "abduction")
     """Buffers whose programs induction proposals are about (its own, when none of them is trained)."""
 
-    def __init__(self, n_inputs: int = 10, reject_shortcuts: bool = False) -> None:
+    def __init__(self, n_inputs: int = 10, reject_shortcut_tasks: bool = False) -> None:
         if n_inputs < 2:
             raise ValueError("induction needs at least 2 inputs: one shown, one held out")
-        super().__init__(reject_shortcuts)
+        super().__init__(reject_shortcut_tasks)
         self.n_inputs = n_inputs
 
     @classmethod
     def from_config(cls, selfplay: Any) -> Induction:
-        return cls(n_inputs=selfplay.induction_inputs, reject_shortcuts=selfplay.reject_shortcut_tasks)
+        return cls(selfplay.induction_inputs, reject_shortcut_tasks=selfplay.reject_shortcut_tasks)
 
     def accepts(self, task: Task) -> bool:
         return bool(task.inputs)
