@@ -11,10 +11,11 @@ two-sided p for "the rate did not change", so a rise of a few tasks in twenty ca
 counted from the run's samples files.
 
 A third table, when the run validated in training (`eval.every_steps`), has the scores of every
-validation step with the update's tokens so far (whole sequences and trained response tokens), so that
-two runs (self-play and its control) can be set side by side by tokens as well as steps. `--base
-RESULTS.json` (an `azr eval` results file of the starting model) adds a step-0 row scored on the same
-first `eval.limit` problems of each benchmark.
+validation step (a probe benchmark's also on its shortcut-proof tasks, as `azr compare` reports them)
+with the update's tokens so far (whole sequences and trained response tokens), so that two runs
+(self-play and its control) can be set side by side by tokens as well as steps. `--base RESULTS.json` (an
+`azr eval` results file of the starting model) adds a step-0 row scored on the same first `eval.limit`
+problems of each benchmark.
 
     python benchmarks/learning_curve.py RUN_DIR [--window 5] [--base benchmarks/results/probe-base.json]
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from azr.evaluation.benchmarks import expand_aliases
+from azr.probe import shortcut_proof_scores
 from azr.report import RunData
 from azr.run_dir import RunDir
 
@@ -127,13 +129,16 @@ def window_table(records: list[dict[str, Any]], task_types: list[str], draws: in
 
 def base_scores(results: dict[str, Any], benchmarks: list[str], limit: int) -> dict[str, float]:
     """Each benchmark's score over its first `limit` records of an `azr eval` results file (the problems
-    in-training validation asks), for the benchmarks the file has."""
+    in-training validation asks), for the benchmarks the file has, and of each probe benchmark's
+    shortcut-proof subset of them."""
     scores = {}
+    asked = []
     for name in expand_aliases(benchmarks):
         records = [r for r in results.get("records", []) if r.get("benchmark") == name][:limit]
         if records:
             scores[name] = sum(bool(r["correct"]) for r in records) / len(records)
-    return scores
+            asked += records
+    return {**scores, **shortcut_proof_scores(asked)}
 
 
 def validation_table(records: list[dict[str, Any]], base: dict[str, float] | None = None) -> list[str]:

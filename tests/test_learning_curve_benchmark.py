@@ -82,10 +82,10 @@ def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems
     # The base file holds more problems than validation asks: only the first two count.
     base = {
         "records": [
-            {"benchmark": "probe-deduction", "correct": True},
-            {"benchmark": "probe-deduction", "correct": False},
-            {"benchmark": "probe-deduction", "correct": False},
-            {"benchmark": "cruxeval-o", "correct": True},
+            {"benchmark": "probe-deduction", "id": "deduction-000", "correct": True},
+            {"benchmark": "probe-deduction", "id": "deduction-001", "correct": False},
+            {"benchmark": "probe-deduction", "id": "deduction-002", "correct": False},
+            {"benchmark": "cruxeval-o", "id": "0", "correct": True},
         ]
     }
     (tmp_path / "base.json").write_text(json.dumps(base))
@@ -95,3 +95,17 @@ def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems
     assert "| 0 | 0 | 0 | 50.0 |" in printed
     assert "| 2 | 2200 | 220 | 50.0 |" in printed and "| 4 | 3900 | 390 | 100.0 |" in printed
     assert "| 3 | 3000 |" not in printed
+
+
+def test_the_base_row_scores_the_probe_on_its_shortcut_proof_problems_too(benchmark: ModuleType) -> None:
+    # abduction-000 is shortcut-proof, abduction-001 and -002 are solved by giving the output back.
+    base = {
+        "records": [
+            {"benchmark": "probe-abduction", "id": "abduction-000", "correct": False},
+            {"benchmark": "probe-abduction", "id": "abduction-001", "correct": True},
+            {"benchmark": "probe-abduction", "id": "abduction-002", "correct": True},
+            {"benchmark": "probe-abduction", "id": "abduction-003", "correct": True},
+        ]
+    }
+    scores = benchmark.base_scores(base, ["probe-abduction"], limit=3)
+    assert scores == {"probe-abduction": 2 / 3, "probe-abduction shortcut-proof": 0.0}

@@ -54,7 +54,7 @@ def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path
         "--set",
         "eval.limit=2",
         "--set",
-        "eval.benchmarks=[cruxeval-o]",
+        "eval.benchmarks=[cruxeval-o,probe-abduction]",
     ]
     proc = azr("--model", str(tiny_model_dir), "--steps", "2", "--run-dir", str(run_dir), *validation)
     output, _ = proc.communicate(timeout=600)
@@ -75,6 +75,14 @@ def test_two_steps_write_a_complete_run_directory(tiny_model_dir: Path, tmp_path
         assert record["tokens/generated"] > 0
     assert "eval/cruxeval-o" not in records[0]
     assert 0.0 <= records[1]["eval/cruxeval-o"] <= 1.0
+    # Validation's records are kept; the probe is scored on its shortcut-proof tasks too (abduction-000
+    # is one, abduction-001 is solved by giving the output back).
+    asked = [json.loads(line) for line in (run_dir / "eval" / "step_000002.jsonl").read_text().splitlines()]
+    assert [(r["benchmark"], r["id"]) for r in asked if r["benchmark"] != "cruxeval-o"] == [
+        ("probe-abduction", "abduction-000"),
+        ("probe-abduction", "abduction-001"),
+    ]
+    assert records[1]["eval/probe-abduction shortcut-proof"] == float(asked[-2]["correct"])
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
     samples = [
         json.loads(line) for line in (run_dir / "samples" / "step_000002.jsonl").read_text().splitlines()

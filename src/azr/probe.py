@@ -255,3 +255,13 @@ def with_shortcut_proof_subsets(records: Sequence[dict[str, Any]]) -> list[dict[
                 if record["id"] not in solvable
             ]
     return out
+
+
+def shortcut_proof_scores(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The fraction right of each probe benchmark's shortcut-proof subset in `records` (`azr eval`
+    records, one per problem), keyed `probe-<type> shortcut-proof`; nothing for other benchmarks."""
+    right: dict[str, list[bool]] = {}
+    for record in with_shortcut_proof_subsets(records):
+        if record["benchmark"].endswith(f" {SHORTCUT_PROOF}"):
+            right.setdefault(record["benchmark"], []).append(bool(record["correct"]))
+    return {name: sum(verdicts) / len(verdicts) for name, verdicts in right.items()}

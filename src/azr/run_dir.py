@@ -43,6 +43,7 @@ class RunDir:
         self.tensorboard_dir = self.root / "tensorboard"
         self.buffer_path = self.root / "buffers.sqlite"
         self.samples_dir = self.root / "samples"
+        self.eval_dir = self.root / "eval"
         self.checkpoints_dir = self.root / "checkpoints"
         self.log_path = self.root / "train.log"
 
@@ -134,6 +135,12 @@ class RunDir:
     def write_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
         path = self.samples_dir / f"step_{step:06d}.jsonl"
         atomic_write_text(path, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+
+    def write_eval_records(self, step: int, records: list[dict[str, Any]]) -> None:
+        """The per-problem records of the in-training validation at `step` (`azr eval`'s record format)."""
+        self.eval_dir.mkdir(exist_ok=True)
+        path = self.eval_dir / f"step_{step:06d}.jsonl"
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def attach_file_log(run: RunDir) -> logging.Handler:

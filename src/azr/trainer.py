@@ -649,8 +649,10 @@ class Trainer:
         return self.run.save_checkpoint(self.step, write, keep_last=self.config.checkpoint.keep_last)
 
     def validate(self) -> dict[str, float]:
-        """In-training validation on a benchmark subset, with the training backend and sandbox."""
+        """In-training validation on a benchmark subset, with the training backend and sandbox: a score per
+        benchmark (and per probe benchmark's shortcut-proof subset); its records go to `eval/step_N.jsonl`."""
         from azr.evaluation.runner import evaluate
+        from azr.probe import shortcut_proof_scores
 
         report = evaluate(
             self.backend,
@@ -661,7 +663,9 @@ class Trainer:
             prompt_style=self.config.eval.prompt_style,
             seed=self.config.seed,
         )
-        return {f"eval/{name}": score for name, score in report.scores.items()}
+        self.run.write_eval_records(self.step, report.records)
+        scores = {**report.scores, **shortcut_proof_scores(report.records)}
+        return {f"eval/{name}": score for name, score in scores.items()}
 
     def close(self) -> None:
         self.executor.close()
