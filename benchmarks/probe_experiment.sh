@@ -11,6 +11,7 @@
 #   bash benchmarks/probe_experiment.sh train distinct 60   # self-play not paid for renamed copies
 #   bash benchmarks/probe_experiment.sh train strict 60     # ... and no task a shortcut answer solves
 #   bash benchmarks/probe_experiment.sh train strict-control 60   # the control without such tasks
+#   bash benchmarks/probe_experiment.sh train masked 60     # strict, guessed outputs not trained
 #
 # RUNS (default runs/) holds the run directories probe-<arm>; results go to RESULTS (default
 # benchmarks/results): probe-{base,<arm>}.json (the probe) and probe-{base,<arm>}-crux.json (CRUXEval-O/I
@@ -34,12 +35,15 @@ COMMON=(
 )
 # Self-play: n = 8 learnability samples, buffers grown by the 0.5B model from the identity task (no
 # shipped seeds, as the probe was made), one reference draw per (type, step).
+# The arms selfplay, distinct and strict ran before `optim.mask_unchecked_outputs` existed: they train
+# the proposer's guessed outputs, as they did.
 SELFPLAY=(
     --config cpu-coder
     --set selfplay.learnability_samples=8
     --set selfplay.seed_file=null
     --set selfplay.seed_buffer_size=16
     --set selfplay.shared_references=true
+    --set optim.mask_unchecked_outputs=false
 )
 # Self-play whose buffers tell programs apart up to names and layout (`azr.parsing.program_key`), and whose
 # proposer earns -0.5, as for an invalid task, for a program its buffer has: in the self-play arm a renamed
@@ -52,6 +56,10 @@ CONTROL=(--config cpu-coder-control)
 # them. Both earlier arms learnt to give the question back, which the probe's shortcut-solvable tasks pay.
 STRICT=("${DISTINCT[@]}" --set selfplay.reject_shortcut_tasks=true)
 STRICT_CONTROL=("${CONTROL[@]}" --set selfplay.reject_shortcut_tasks=true)
+# The strict arm whose proposer is not trained on the outputs it guesses after `assert f(ARGS) ==` (the
+# sandbox computes the real ones): trained with the proposal's advantage, mostly wrong guesses raise wrong
+# answers where a deduction solver answers, and deduction fell in every self-play arm.
+MASKED=("${STRICT[@]}" --set optim.mask_unchecked_outputs=true)
 
 run_dir() { echo "$RUNS/probe-$1"; }
 
@@ -67,7 +75,8 @@ train() {
             control) "$AZR" train "${CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
             strict) "$AZR" train "${STRICT[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
             strict-control) "$AZR" train "${STRICT_CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
-            *) echo "unknown arm $arm: selfplay, distinct, control, strict or strict-control" >&2; exit 2 ;;
+            masked) "$AZR" train "${MASKED[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            *) echo "unknown arm $arm: selfplay, distinct, control, strict, strict-control or masked" >&2; exit 2 ;;
         esac
     fi
 }
@@ -93,8 +102,8 @@ compare() {
 }
 
 case "${1:-}" in
-    train) train "${2:?an arm: selfplay, distinct, control, strict or strict-control}" "${3:?total steps}" ;;
+    train) train "${2:?an arm: selfplay, distinct, control, strict, strict-control or masked}" "${3:?steps}" ;;
     eval) evaluate "${2:?base or an arm}" ;;
     compare) compare "${2:?an arm}" ;;
-    *) sed -n '2,18p' "$0"; exit 2 ;;
+    *) sed -n '2,19p' "$0"; exit 2 ;;
 esac

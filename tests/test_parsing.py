@@ -215,3 +215,19 @@ def test_programs_compare_without_layout_comments_or_their_own_names():
     assert program_key(counted) == program_key(renamed)
     assert program_key("def f(a):\n    return a + 1") != program_key("def f(a):\n    return a + 2")
     assert program_key("def f(a):\n    return len(a)") != program_key("def f(a):\n    return sum(a)")
+
+
+def test_the_asserted_output_span_is_what_follows_the_call() -> None:
+    from azr.parsing import asserted_output_span
+
+    def guessed(line: str) -> str | None:
+        span = asserted_output_span(line)
+        return None if span is None else line[span[0] : span[1]]
+
+    assert guessed("assert f(3) == 7") == " == 7"
+    assert guessed("    assert f('é', [1, 2]) == 'ü' ") == " == 'ü' "  # indented, non-ASCII
+    assert guessed("assert f(x == 1) == [0]") == " == [0]"  # a comparison inside the arguments
+    assert guessed("assert g(3) == 7") is None
+    assert guessed("assert f(3)") is None
+    assert guessed("print(f(3))") is None
+    assert guessed("assert f(3) == (") is None  # does not parse

@@ -49,7 +49,9 @@ def test_the_two_arms_share_model_update_solver_prompts_and_validation(tmp_path:
     assert (a.selfplay.mode, b.selfplay.mode) == ("self-play", "solver-only")
     assert a.selfplay.learnability_samples == 8 and a.selfplay.seed_file is None
     assert a.steps == b.steps == 60
-    assert a.model == b.model and a.optim == b.optim and a.eval == b.eval
+    # mask_unchecked_outputs concerns proposer responses only, which the control has none of.
+    same_optim = a.optim.model_copy(update={"mask_unchecked_outputs": b.optim.mask_unchecked_outputs})
+    assert a.model == b.model and same_optim == b.optim and a.eval == b.eval
     assert a.generation.solve_max_new_tokens == b.generation.solve_max_new_tokens
     for field in ("prompt_format", "prompt_version", "solver_examples", "shared_solver_examples"):
         assert getattr(a.selfplay, field) == getattr(b.selfplay, field), field
@@ -68,6 +70,15 @@ def test_the_distinct_arm_is_self_play_whose_copies_are_penalised(tmp_path: Path
     assert a.rewards.model_copy(update={"program_copy_reward": -0.5}) == b.rewards
     assert a.model_copy(update={"selfplay": b.selfplay, "rewards": b.rewards}) == b
     assert distinct[distinct.index("--run-dir") + 1].endswith("runs/probe-distinct")
+
+
+def test_the_masked_arm_is_the_strict_arm_whose_guessed_outputs_are_not_trained(tmp_path: Path) -> None:
+    (strict,) = commands(tmp_path, "train", "strict", "60")
+    (masked,) = commands(tmp_path, "train", "masked", "60")
+    a, b = config_of(strict), config_of(masked)
+    assert (a.optim.mask_unchecked_outputs, b.optim.mask_unchecked_outputs) == (False, True)
+    assert a.model_copy(update={"optim": b.optim}) == b
+    assert masked[masked.index("--run-dir") + 1].endswith("runs/probe-masked")
 
 
 def test_the_strict_arms_add_only_the_shortcut_rejection(tmp_path: Path) -> None:

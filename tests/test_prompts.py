@@ -100,3 +100,15 @@ def test_unknown_formats_versions_and_fields_are_clear_errors() -> None:
         get_format("r1").render("missing_template")
     with pytest.raises(KeyError, match="program"):
         get_format("completion").render("deduction_solve", examples="", input="1")
+
+
+def test_only_proposer_outputs_are_unchecked_spans() -> None:
+    completion = get_format("completion", "v3")
+    response = "x):\n    return x + 1\nassert f(3) == 7\nassert f(4) == 5"
+    spans = completion.unchecked_spans("deduction_propose", response)
+    assert [response[start:end] for start, end in spans] == [" == 7", " == 5"]
+    induction = "Adds one.\n    assert f(1) == 2\n    assert f(2) == 3"
+    spans = completion.unchecked_spans("induction_propose", induction)
+    assert [induction[start:end] for start, end in spans] == [" == 2", " == 3"]
+    assert completion.unchecked_spans("deduction_solve", " 7") == []
+    assert get_format("r1").unchecked_spans("deduction_propose", response) == []

@@ -503,3 +503,60 @@ def test_shared_solver_examples_give_a_steps_solver_prompts_of_a_type_one_draw(
             assert len(drawn) <= 3  # one draw: the examples and one spare
             for task, examples in asked:
                 assert len(examples) == 2 and all(e.program != task.program for e in examples)
+
+
+def test_response_token_mask_leaves_out_the_tokens_that_start_inside_a_span() -> None:
+    from azr.rollouts import response_token_mask
+
+    pieces = {1: "assert", 2: " f(3)", 3: " ==", 4: " 7", 5: "\n"}
+
+    def decode(ids) -> str:
+        return "".join(pieces[i] for i in ids)
+
+    text = decode([1, 2, 3, 4, 5])
+    start = text.index(" ==")
+    assert response_token_mask(decode, [1, 2, 3, 4, 5], [(start, start + 5)]) == [
+        True,
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert response_token_mask(decode, [1, 2, 3], []) is None
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_the_proposers_guessed_outputs_are_not_trained(make_trainer, monkeypatch, mask: bool) -> None:
+    import azr.trainer
+
+    captured = []
+    real_update = azr.trainer.policy_update
+
+    def capture(policy, optimizer, sequences, *args, **kwargs):
+        captured.extend(sequences)
+        return real_update(policy, optimizer, sequences, *args, **kwargs)
+
+    monkeypatch.setattr(azr.trainer, "policy_update", capture)
+    trainer = make_trainer(
+        distinct_valid_proposals(),
+        "selfplay.seed_file=null",
+        f"optim.mask_unchecked_outputs={str(mask).lower()}",
+    )
+    trainer.train_step()
+    tokenizer = trainer.policy.tokenizer
+    proposals = [s for s in captured if s.group.endswith("/propose")]
+    answers = [s for s in captured if s.group.endswith("/solve")]
+    assert len(proposals) == 3 * B and answers
+    assert all(s.trained is None for s in answers)
+    if not mask:
+        assert all(s.trained is None for s in proposals)
+        return
+    for sequence in proposals:
+        left_out = [t for t, kept in zip(sequence.response_ids, sequence.trained, strict=True) if not kept]
+        kept = [t for t, kept in zip(sequence.response_ids, sequence.trained, strict=True) if kept]
+        # Every proposal asserts `== 0` after each call (one for deduction and abduction, four for
+        # induction): those tokens, and only those, are left out.
+        assert tokenizer.decode(left_out).replace(" ", "") == "==0" * tokenizer.decode(
+            sequence.response_ids
+        ).count("== 0")
+        assert "f(" in tokenizer.decode(kept) and "==" not in tokenizer.decode(kept).split("f(")[-1]

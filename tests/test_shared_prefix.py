@@ -229,6 +229,45 @@ def test_shared_prefix_update_equals_the_whole_sequences_update(
     assert shared_metrics["update/forward_positions"] < plain_metrics["update/forward_positions"] - 150
 
 
+@pytest.mark.parametrize("share", [True, False])
+def test_masked_response_tokens_are_left_out_of_the_loss_exactly(tiny_qwen_dir: Path, share: bool) -> None:
+    from dataclasses import replace
+
+    from azr.advantages import trr_advantages
+
+    rng = random.Random(3)
+    sequences = [
+        replace(s, trained=[rng.random() < 0.6 for _ in s.response_ids]) for s in step_sequences(seed=2)
+    ]
+    optim = OPTIM.model_copy(
+        update={"recompute_logprobs": True, "entropy_coef": 0.0, "share_prompt_prefix": share}
+    )
+    metrics, masked = parameter_steps(tiny_qwen(tiny_qwen_dir, lora=True), sequences, optim)
+    # The plain computation: at ratio 1 the PPO-clip gradient is -A ∇log p, averaged over kept tokens.
+    policy = tiny_qwen(tiny_qwen_dir, lora=True)
+    rewards = torch.tensor([s.reward for s in sequences])
+    advantages = trr_advantages(rewards, [s.group for s in sequences], eps=optim.advantage_eps)
+    kept = sum(sum(s.trained) for s in sequences)
+    pad = pad_token_id(policy.tokenizer)
+    for sequence, advantage in zip(sequences, advantages, strict=True):
+        packed = pack_sequences([sequence.prompt_ids], [sequence.response_ids], pad)
+        logprobs, _ = sequence_logprobs(
+            policy.model, packed.input_ids, packed.attention_mask, packed.response_mask
+        )
+        keep = torch.tensor(sequence.trained)
+        (-(advantage * logprobs[0][keep]).sum() / kept).backward()
+    plain = {n: p.grad for n, p in policy.model.named_parameters() if p.requires_grad}
+    assert_same_gradients(masked, plain)
+    assert metrics["update/tokens"] == kept < sum(len(s.response_ids) for s in sequences)
+    # Every token kept is the unmasked update.
+    everything = [replace(s, trained=[True] * len(s.response_ids)) for s in sequences]
+    unmasked = [replace(s, trained=None) for s in sequences]
+    assert_same_gradients(
+        parameter_steps(tiny_qwen(tiny_qwen_dir, lora=True), everything, optim)[1],
+        parameter_steps(tiny_qwen(tiny_qwen_dir, lora=True), unmasked, optim)[1],
+    )
+
+
 def test_kl_reference_shares_the_prefix_too(tiny_qwen_dir: Path) -> None:
     sequences = step_sequences(seed=1)
     optim = OPTIM.model_copy(update={"kl_coef": 0.5})

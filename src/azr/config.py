@@ -268,6 +268,14 @@ class OptimConfig(_Strict):
         "`update/engine_ratio` shows what the engine's would have given). With LoRA dropout that forward "
         "is one dropout draw, the same one for both, where a second pass would clip random tokens.",
     )
+    mask_unchecked_outputs: bool = Field(
+        True,
+        description="The loss leaves out the response tokens that nothing checks: in completion-format "
+        "proposals, the output a proposer writes after each `assert f(ARGS) ==` (the sandbox computes the "
+        "real one). Trained with the proposal's advantage those guesses, mostly wrong, raise wrong answers "
+        "in the very place a deduction solver answers (benchmarks/RESULTS.md, issue 17). False trains every "
+        "response token, as runs before it did. Formats with nothing unchecked (r1) are unaffected.",
+    )
     separate_logprob_pass: bool = Field(
         False,
         description="With recompute_logprobs: score the behaviour log-probs in a no-grad forward pass of "

@@ -278,6 +278,26 @@ def assert_call(line: str) -> tuple[str, str | None] | None:
         return None
 
 
+def asserted_output_span(line: str) -> tuple[int, int] | None:
+    """Where, in one line `assert f(ARGS) == EXPECTED` (any indentation), the comparison with EXPECTED
+    starts and the line ends: the part after the call. None for any other line."""
+    stripped = line.lstrip()
+    if not stripped.startswith("assert ") or "\x00" in line:
+        return None
+    tree = _parses(stripped.rstrip(), "exec")
+    if not (isinstance(tree, ast.Module) and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert)):
+        return None
+    test = tree.body[0].test
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return None
+    call = test.left
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
+        return None
+    # ast offsets count UTF-8 bytes of the (single) line.
+    call_end = len(stripped.encode("utf-8")[: call.end_col_offset].decode("utf-8", errors="ignore"))
+    return len(line) - len(stripped) + call_end, len(line)
+
+
 def calls_of_f(line: str) -> list[str]:
     """Argument lists of every `f(...)` call in one line of code, e.g. `x = f(1)` or `print(f('a'))`.
 

@@ -9,7 +9,7 @@ rollout trained on that task when the task is in the solver batch (see `azr.trai
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,3 +128,19 @@ def sample_row(rollout: Rollout, step: int) -> dict[str, Any]:
             "task": task.__dict__ if task else None,
         }
     return row
+
+
+def response_token_mask(
+    decode: Callable[[Sequence[int]], str], response_ids: Sequence[int], spans: Sequence[tuple[int, int]]
+) -> list[bool] | None:
+    """Per response token, whether it lies outside every (start, end) character span of the decoded
+    response (`decode(response_ids)`): a token is left out when it starts inside a span. None when no span
+    is given (every token counts)."""
+    if not spans:
+        return None
+    keep, start = [], 0
+    for count in range(1, len(response_ids) + 1):
+        end = len(decode(response_ids[:count]))
+        keep.append(not any(low <= start < high for low, high in spans))
+        start = max(start, end)
+    return keep

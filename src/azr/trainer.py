@@ -61,7 +61,7 @@ from azr.parsing import program_key
 from azr.policy import load_frozen_reference, save_policy_weights
 from azr.probe import ProbeLeakError, check_no_probe_tasks, in_probe, without_probe_tasks
 from azr.prompts import get_format
-from azr.rollouts import Rollout, assign_rewards, mean_rewards, sample_row
+from azr.rollouts import Rollout, assign_rewards, mean_rewards, response_token_mask, sample_row
 from azr.run_dir import RunDir, attach_file_log
 from azr.safety import FLAGS_FILENAME, SafetyMonitor, SafetyStop
 from azr.seeding import GenerationRequest, grow_seed_tasks, validate_seed_tasks
@@ -94,13 +94,17 @@ def task_file_path(spec: str, task_type: TaskType) -> Path:
     return Path(spec)
 
 
-def training_sequences(rollouts: Sequence[Rollout]) -> list[TrainingSequence]:
-    """What the update needs of each trained rollout: group, tokens, behaviour log-probs, reward."""
+def training_sequences(
+    rollouts: Sequence[Rollout], trained: Sequence[Sequence[bool] | None] | None = None
+) -> list[TrainingSequence]:
+    """What the update needs of each trained rollout: group, tokens, behaviour log-probs, reward, and
+    which response tokens the loss counts (`trained`, one entry per rollout; None: all of them)."""
+    masks = trained if trained is not None else [None] * len(rollouts)
     return [
         TrainingSequence(
-            r.group, r.completion.prompt_ids, r.completion.response_ids, r.completion.logprobs, r.reward
+            r.group, r.completion.prompt_ids, r.completion.response_ids, r.completion.logprobs, r.reward, mask
         )
-        for r in rollouts
+        for r, mask in zip(rollouts, masks, strict=True)
     ]
 
 
@@ -339,7 +343,7 @@ class Trainer:
 
     def update(self, trained: Sequence[Rollout]) -> dict[str, float]:
         """One policy update on every trained rollout; then the rollout backend gets the new weights."""
-        sequences = training_sequences(trained)
+        sequences = training_sequences(trained, [self._trained_tokens(rollout) for rollout in trained])
         if self.world.size > 1:
             announce_update(self.world, sequences)
         self.backend.sleep()
@@ -355,6 +359,16 @@ class Trainer:
             rollout.advantage = advantage
         self.backend.update_weights(self.policy.model)
         return result.metrics
+
+    def _trained_tokens(self, rollout: Rollout) -> list[bool] | None:
+        """Which of a rollout's response tokens the loss counts (`optim.mask_unchecked_outputs`)."""
+        if not self.config.optim.mask_unchecked_outputs:
+            return None
+        template = self.task_types[rollout.task_type].template(rollout.role)
+        decode = self.policy.tokenizer.decode
+        ids = rollout.completion.response_ids
+        spans = self.fmt.unchecked_spans(template, decode(ids, skip_special_tokens=True))
+        return response_token_mask(lambda prefix: decode(prefix, skip_special_tokens=True), ids, spans)
 
     def record(
         self,

@@ -69,6 +69,11 @@ class TrainingSequence:
     response_ids: Sequence[int]
     logprobs: Sequence[float]  # at sampling time, temperature 1 (azr.engines.base); unused when recomputed
     reward: float
+    trained: Sequence[bool] | None = None  # per response token, whether the loss counts it; None: all
+
+    @property
+    def trained_tokens(self) -> int:
+        return len(self.response_ids) if self.trained is None else sum(map(bool, self.trained))
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def policy_update(
         raise ValueError("a policy update needs at least one sequence")
     rewards = torch.tensor([s.reward for s in sequences], dtype=torch.float32)
     advantages = trr_advantages(rewards, [s.group for s in sequences], eps=optim.advantage_eps)
-    total_tokens = sum(len(s.response_ids) for s in sequences)
+    total_tokens = sum(s.trained_tokens for s in sequences)
     pad_id = pad_token_id(policy.tokenizer)
     # Similar lengths together keep padding, and so wasted compute, small.
     order = sorted(
@@ -150,7 +155,7 @@ def policy_update(
             scored = _micro_batch_loss(
                 policy, batch, advantages[indices], optim, pad_id, reference_model, prefix
             )
-            share = scored.tokens / total_tokens if unit.counted else 0.0
+            share = scored.tokens / max(total_tokens, 1) if unit.counted else 0.0
             (scored.loss.loss * share).backward()
             positions += scored.positions
             parts = {part: getattr(scored.loss, part) for part in LOGGED_PARTS}
@@ -264,6 +269,11 @@ def _micro_batch_loss(
     if prefix is not None:
         attention_mask = torch.cat([attention_mask.new_ones((len(batch), skip)), attention_mask], dim=1)
     mask = packed.response_mask.to(device)
+    loss_mask = packed.response_mask.clone()
+    for row, sequence in enumerate(batch):
+        if sequence.trained is not None:
+            loss_mask[row, : len(sequence.trained)] = torch.tensor(list(sequence.trained), dtype=torch.bool)
+    loss_mask = loss_mask.to(device)
 
     def score(model: torch.nn.Module, key_values: KeyValues | None) -> tuple[torch.Tensor, torch.Tensor]:
         cache = expanded_cache(key_values, len(batch)) if key_values is not None else None
@@ -295,8 +305,8 @@ def _micro_batch_loss(
     result = policy_loss(
         logprobs,
         old_logprobs,
-        token_advantages(advantages, mask.cpu()).to(device),
-        mask,
+        token_advantages(advantages, loss_mask.cpu()).to(device),
+        loss_mask,
         clip=optim.clip_ratio,
         entropy=entropy,
         entropy_coef=optim.entropy_coef,
@@ -305,10 +315,10 @@ def _micro_batch_loss(
     )
     engine_ratio = torch.exp(old_logprobs - engine_logprobs)
     engine_gap = (
-        masked_mean(engine_ratio, mask),
-        masked_mean(((engine_ratio - 1.0).abs() > optim.clip_ratio).float(), mask),
+        masked_mean(engine_ratio, loss_mask),
+        masked_mean(((engine_ratio - 1.0).abs() > optim.clip_ratio).float(), loss_mask),
     )
-    return _Scored(result, int(mask.sum()), input_ids.numel(), engine_gap)
+    return _Scored(result, int(loss_mask.sum()), input_ids.numel(), engine_gap)
 
 
 def advantage_magnitudes(

@@ -25,6 +25,7 @@ from typing import ClassVar
 from azr.parsing import (
     BadFormat,
     assert_call,
+    asserted_output_span,
     calls_of_f,
     check_arguments,
     check_program,
@@ -101,6 +102,11 @@ class PromptFormat(ABC):
     @abstractmethod
     def program(self, template: str, response: str) -> str | BadFormat:
         """A program from a solver response."""
+
+    def unchecked_spans(self, template: str, response: str) -> list[tuple[int, int]]:
+        """(start, end) character spans of a response that nothing reads or checks, such as the outputs a
+        proposer writes after its calls (the sandbox computes the real ones). None here."""
+        return []
 
 
 def _checked_inputs(candidates: list[str]) -> list[str]:
@@ -209,6 +215,21 @@ class CompletionFormat(PromptFormat):
 
     def inputs_and_message(self, template: str, response: str) -> tuple[list[str], str] | BadFormat:
         return inputs_and_message_of(self._text(template, response))
+
+    def unchecked_spans(self, template: str, response: str) -> list[tuple[int, int]]:
+        """In a proposer response, the ` == EXPECTED` of every `assert f(ARGS) == EXPECTED` line: the
+        proposer's guess of an output, which the sandbox replaces by the real one. The solver of a deduction
+        task writes exactly there, so training the proposer on its (mostly wrong) guesses teaches wrong
+        answers."""
+        if not template.endswith("_propose"):
+            return []
+        spans, start = [], 0
+        for line in response.split("\n"):
+            span = asserted_output_span(line)
+            if span is not None:
+                spans.append((start + span[0], start + span[1]))
+            start += len(line) + 1
+        return spans
 
     def value(self, template: str, response: str) -> str | BadFormat:
         line = self._text(template, response).split("\n", 1)[0]
