@@ -163,3 +163,27 @@ def test_sharding_needs_full_fine_tuning_and_a_rollout_copy():
         config = load_config(name)
         assert config.distributed.sharding == "fsdp2" and config.optim.recompute_logprobs
     assert load_config("paper-7b-coder", ["model.lora.enabled=true", "distributed.sharding=none"])
+
+
+def test_a_resumed_run_says_which_settings_its_config_predates(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from azr.cli import app
+    from azr.config import LoraConfig, settings_missing_from
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config_path = run_dir / "config.yaml"
+    dump_config(load_config("tiny-cpu", [f"model.path={tmp_path / 'no-model'}"]), config_path)
+    assert settings_missing_from(config_path) == []
+    old = yaml.safe_load(config_path.read_text())
+    del old["optim"]["mask_unchecked_outputs"]
+    del old["model"]["lora"]["r"]
+    config_path.write_text(yaml.safe_dump(old))
+    assert settings_missing_from(config_path) == ["model.lora.r", "optim.mask_unchecked_outputs"]
+    result = CliRunner().invoke(app, ["train", "--resume", str(run_dir)])
+    output = " ".join(result.output.split())
+    assert "predates 2 setting(s)" in output
+    assert f"model.lora.r={LoraConfig().r}" in output
+    assert "optim.mask_unchecked_outputs=True" in output

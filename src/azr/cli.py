@@ -31,6 +31,12 @@ app.command("report")(report_command)
 app.command("tasks")(tasks_command)
 
 
+def _dotted(config: object, name: str) -> object:
+    for part in name.split("."):
+        config = getattr(config, part)
+    return config
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"azr {__version__}")
@@ -80,7 +86,7 @@ def train(
 
     from rich.console import Console
 
-    from azr.config import ConfigError, dump_config, load_config
+    from azr.config import ConfigError, dump_config, load_config, settings_missing_from
     from azr.data_parallel import follow
     from azr.distributed import init_distributed, launched_world_size, shutdown_distributed
     from azr.policy import ModelLoadError
@@ -100,6 +106,13 @@ def train(
         if resume is not None:
             run, _ = RunDir.open(resume)
             resolved = load_config(str(run.config_path), extra)
+            missing = settings_missing_from(run.config_path)
+            if missing:
+                settings = ", ".join(f"{name}={_dotted(resolved, name)!r}" for name in missing)
+                console.print(
+                    f"[yellow]warning:[/yellow] {run.config_path} predates {len(missing)} setting(s), which "
+                    f"this run now takes at their defaults: {settings}; `--set` one to keep the old behaviour"
+                )
         else:
             resolved = load_config(config, extra)
         world = init_distributed(timedelta(minutes=resolved.distributed.timeout_minutes))

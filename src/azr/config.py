@@ -503,5 +503,23 @@ def load_config(
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+def settings_missing_from(path: Path) -> list[str]:
+    """The dotted names of the settings a saved `config.yaml` lacks (it was written before they existed),
+    which a resumed run therefore takes at their defaults, e.g. `optim.mask_unchecked_outputs`."""
+    missing = []
+
+    def walk(model: type[BaseModel], tree: Any, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            if not isinstance(tree, dict) or name not in tree:
+                missing.append(prefix + name)
+                continue
+            nested = field.annotation
+            if isinstance(nested, type) and issubclass(nested, BaseModel):
+                walk(nested, tree[name], f"{prefix}{name}.")
+
+    walk(TrainConfig, _read_yaml(path), "")
+    return missing
+
+
 def dump_config(config: TrainConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
