@@ -63,6 +63,11 @@ def test_a_directory_without_metrics_is_a_clear_error(
     assert f"{tmp_path} has no metrics.jsonl: is it a run directory?" in capsys.readouterr().err
 
 
+def probe_record(task_id: str, correct: bool) -> dict:
+    """A results-file record of the probe task `task_id` (its benchmark is its type's)."""
+    return {"benchmark": f"probe-{task_id.split('-')[0]}", "id": task_id, "correct": correct}
+
+
 def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems(
     benchmark: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -82,9 +87,9 @@ def test_validation_rows_carry_update_tokens_and_a_base_row_on_the_same_problems
     # The base file holds more problems than validation asks: only the first two count.
     base = {
         "records": [
-            {"benchmark": "probe-deduction", "id": "deduction-000", "correct": True},
-            {"benchmark": "probe-deduction", "id": "deduction-001", "correct": False},
-            {"benchmark": "probe-deduction", "id": "deduction-002", "correct": False},
+            probe_record("deduction-000", True),
+            probe_record("deduction-001", False),
+            probe_record("deduction-002", False),
             {"benchmark": "cruxeval-o", "id": "0", "correct": True},
         ]
     }
@@ -101,10 +106,10 @@ def test_the_base_row_scores_the_probe_on_its_shortcut_proof_problems_too(benchm
     # abduction-000 is shortcut-proof, abduction-001 and -002 are solved by giving the output back.
     base = {
         "records": [
-            {"benchmark": "probe-abduction", "id": "abduction-000", "correct": False},
-            {"benchmark": "probe-abduction", "id": "abduction-001", "correct": True},
-            {"benchmark": "probe-abduction", "id": "abduction-002", "correct": True},
-            {"benchmark": "probe-abduction", "id": "abduction-003", "correct": True},
+            probe_record("abduction-000", False),
+            probe_record("abduction-001", True),
+            probe_record("abduction-002", True),
+            probe_record("abduction-003", True),
         ]
     }
     scores = benchmark.base_scores(base, ["probe-abduction"], limit=3)

@@ -83,7 +83,7 @@ def _call_of(text: str) -> ast.Call | None:
     if not isinstance(tree, ast.Expression):
         return None
     call = tree.body
-    if not isinstance(call, ast.Call) or not (isinstance(call.func, ast.Name) and call.func.id == "f"):
+    if not _calls_f(call):
         return None
     return call
 
@@ -243,6 +243,21 @@ def think_answer(text: str) -> str | BadFormat:
     return answer
 
 
+def _asserted_equality(line: str) -> tuple[ast.expr, ast.expr] | None:
+    """(LEFT, RIGHT) of a line `assert LEFT == RIGHT` (stripped), else None."""
+    tree = _parses(line, "exec")
+    if not (isinstance(tree, ast.Module) and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert)):
+        return None
+    test = tree.body[0].test
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return None
+    return test.left, test.comparators[0]
+
+
+def _calls_f(node: ast.expr) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "f"
+
+
 def assert_call(line: str) -> tuple[str, str | None] | None:
     """(arguments, expected) of a line `assert f(ARGS) == EXPECTED`, or of a bare call `f(ARGS)`.
 
@@ -253,21 +268,16 @@ def assert_call(line: str) -> tuple[str, str | None] | None:
     if len(line) > 2 * MAX_EXPRESSION_CHARS or "\x00" in line:
         return None
     if line.startswith("assert "):
-        tree = _parses(line, "exec")
-        if not (
-            isinstance(tree, ast.Module) and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert)
-        ):
+        parts = _asserted_equality(line)
+        if parts is None:
             return None
-        test = tree.body[0].test
-        if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-            return None
-        call, expected = test.left, test.comparators[0]
+        call, expected = parts
     else:
         tree = _parses(line, "eval")
         if not isinstance(tree, ast.Expression):
             return None
         call, expected = tree.body, None
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
+    if not _calls_f(call):
         return None
     if not (call.args or call.keywords):
         return None
@@ -284,15 +294,10 @@ def asserted_output_span(line: str) -> tuple[int, int] | None:
     stripped = line.lstrip()
     if not stripped.startswith("assert ") or "\x00" in line:
         return None
-    tree = _parses(stripped.rstrip(), "exec")
-    if not (isinstance(tree, ast.Module) and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert)):
+    parts = _asserted_equality(stripped.rstrip())
+    if parts is None or not _calls_f(parts[0]):
         return None
-    test = tree.body[0].test
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
-        return None
-    call = test.left
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "f"):
-        return None
+    call = parts[0]
     # ast offsets count UTF-8 bytes of the (single) line.
     call_end = len(stripped.encode("utf-8")[: call.end_col_offset].decode("utf-8", errors="ignore"))
     return len(line) - len(stripped) + call_end, len(line)
