@@ -18,18 +18,26 @@ The third table reads the same windows: the induction answers saved, how many re
 verbatim in their prompt (the worked example), and how many of those copies were graded right. An
 induction task's answer is a whole program, so a verbatim repeat is a copy, not a coincidence; a copy
 scores only where the task's program behaves like the example's.
+
+The fourth table reads the deduction and abduction proposals that validation accepted: how often the
+output the proposer wrote after `assert f(ARGS) ==` differs from the one the sandbox computed, and the
+advantage summed over the wrong guesses and over the right ones. Unless `optim.mask_unchecked_outputs`
+is on, the update trains those guesses with that advantage, and a positive sum over wrong ones teaches
+wrong outputs exactly where a deduction solver answers. Guesses and outputs are compared as Python
+literals, or as canonical source when either is no literal.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azr.parsing import program_key
+from azr.parsing import assert_call, program_key
 from azr.report import RunData
 from azr.tasks.base import IDENTITY_PROGRAM, SHORTCUT_REASON
 
@@ -124,6 +132,62 @@ def proposal_windows(samples_by_step: dict[int, list[dict[str, Any]]], window: i
     ]
 
 
+@dataclass(frozen=True)
+class GuessWindow:
+    first_step: int
+    last_step: int
+    guesses: int  # valid deduction and abduction proposals whose response asserts an output
+    wrong: int  # the asserted output is not the one the sandbox computed
+    advantage_wrong: float  # advantage summed over the proposals with a wrong guess
+    advantage_right: float
+
+
+def _same_value(first: str, second: str) -> bool:
+    try:
+        return ast.literal_eval(first) == ast.literal_eval(second)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return first.strip() == second.strip()
+
+
+def asserted_guess(response: str) -> str | None:
+    """The output the last `assert f(ARGS) == GUESS` line of a proposal asserts, in canonical source."""
+    for line in reversed(response.splitlines()):
+        call = assert_call(line)
+        if call is not None and call[1] is not None:
+            return call[1]
+    return None
+
+
+def guessed_outputs(samples_by_step: dict[int, list[dict[str, Any]]], window: int) -> list[GuessWindow]:
+    """Per window of `window` steps, the valid deduction and abduction proposals' output guesses."""
+    windows: dict[int, list[float]] = {}
+    for step, samples in samples_by_step.items():
+        for sample in samples:
+            task = sample.get("task") or {}
+            if not (
+                sample.get("role") == "propose"
+                and sample.get("valid")
+                and sample.get("task_type") in ("deduction", "abduction")
+                and "output" in task
+            ):
+                continue
+            guess = asserted_guess(str(sample.get("response", "")))
+            if guess is None:
+                continue
+            row = windows.setdefault((step - 1) // window, [0, 0, 0.0, 0.0])
+            advantage = float(sample.get("advantage") or 0.0)
+            row[0] += 1
+            if _same_value(guess, str(task["output"])):
+                row[3] += advantage
+            else:
+                row[1] += 1
+                row[2] += advantage
+    return [
+        GuessWindow(index * window + 1, (index + 1) * window, int(row[0]), int(row[1]), row[2], row[3])
+        for index, row in sorted(windows.items())
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -166,6 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|---|")
         for row in induction_copies(data.samples, args.window):
             print(f"| {row.first_step}-{row.last_step} | {row.answers} | {row.copies} | {row.copies_right} |")
+        guesses = guessed_outputs(data.samples, args.window)
+        if guesses:
+            masked = bool((data.config.get("optim") or {}).get("mask_unchecked_outputs"))
+            print()
+            print(f"Guessed outputs of valid deduction and abduction proposals (trained: {not masked}):")
+            print()
+            print("| steps | guesses | wrong | advantage summed, wrong | advantage summed, right |")
+            print("|---|---|---|---|---|")
+            for row in guesses:
+                print(
+                    f"| {row.first_step}-{row.last_step} | {row.guesses} | {row.wrong} "
+                    f"| {row.advantage_wrong:+.2f} | {row.advantage_right:+.2f} |"
+                )
     return 0
 
 

@@ -102,3 +102,34 @@ def test_a_directory_that_is_no_run_is_a_clear_error(
 ) -> None:
     assert signal.main([str(tmp_path)]) == 2
     assert "is it a run directory?" in capsys.readouterr().err
+
+
+def test_guessed_outputs_are_compared_as_values_and_summed_per_window(signal: ModuleType) -> None:
+    def proposal(response: str, output: str, advantage: float, task_type: str = "deduction") -> dict:
+        return {
+            "role": "propose",
+            "task_type": task_type,
+            "valid": True,
+            "response": response,
+            "task": {"program": "def f(x):\n    return x", "input": "1", "output": output},
+            "advantage": advantage,
+        }
+
+    samples = {
+        1: [
+            proposal("x):\n    return [x]\nassert f(1) == [1]", "[1]", 0.5),
+            proposal("x):\n    return x * 2\nassert f(2) == 5", "4", 0.75),
+            proposal("x):\n    return x\nassert f('a') == \"a\"", "'a'", -0.25, task_type="abduction"),
+        ],
+        2: [
+            proposal("x):\n    return x\nf(3)", "3", 1.0),  # no guess written: nothing to count
+            proposal("x):\n    return x\nassert f(3) == 4", "3", -0.5, task_type="induction"),
+        ],
+        3: [proposal("x):\n    return x + 1\nassert f(1) == 3", "2", -1.0)],
+    }
+    first, second = signal.guessed_outputs(samples, window=2)
+    assert (first.first_step, first.last_step, first.guesses, first.wrong) == (1, 2, 3, 1)
+    assert first.advantage_wrong == pytest.approx(0.75)
+    assert first.advantage_right == pytest.approx(0.25)
+    assert (second.first_step, second.guesses, second.wrong, second.advantage_wrong) == (3, 1, 1, -1.0)
+    assert second.advantage_right == 0.0
