@@ -195,6 +195,16 @@ def test_resolve_model_path_picks_the_latest_complete_checkpoint(tmp_path):
         resolve_model_path(str(tmp_path / "empty"))
 
 
+def test_resolve_model_path_takes_one_checkpoint_folder_only_when_complete(tmp_path):
+    kept = tmp_path / "kept-step35"
+    (kept / "model").mkdir(parents=True)
+    (kept / "trainer_state.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="cut short"):
+        resolve_model_path(str(kept))
+    (kept / COMPLETE_MARKER).write_text("{}")
+    assert resolve_model_path(str(kept)) == str(kept / "model")
+
+
 def test_azr_eval_on_the_tiny_model_writes_the_results_file(tiny_model_dir, tmp_path):
     out = tmp_path / "results.json"
     result = CliRunner().invoke(

@@ -23,11 +23,12 @@ def resolve_model_path(model: str) -> str:
 
     Named models (`embedded`, `qwen2.5-coder-0.5b`, ...) and model paths pass through. A run directory of
     `azr train` (one with a `config.yaml` and a `checkpoints/` folder) becomes the model of its latest
-    complete checkpoint, the same one `azr train --resume` would continue from. Raises `ValueError` when
-    the path does not exist or a run directory holds no complete checkpoint yet.
+    complete checkpoint, the same one `azr train --resume` would continue from; one checkpoint folder
+    (`RUN/checkpoints/step_N`, or a copy kept elsewhere) becomes its model. Raises `ValueError` when the
+    path does not exist, a run directory holds no complete checkpoint yet, or the checkpoint is incomplete.
     """
     from azr.models import is_named_model
-    from azr.run_dir import RunDir
+    from azr.run_dir import COMPLETE_MARKER, RunDir
 
     if is_named_model(model):
         return model
@@ -37,6 +38,13 @@ def resolve_model_path(model: str) -> str:
             f"--model {model}: no such file or directory (pass a model directory, a .gguf file, "
             "a run directory of `azr train`, or a named model: see `azr models list`)"
         )
+    if (path / "model").is_dir() and (path / "trainer_state.pt").exists():
+        if not (path / COMPLETE_MARKER).is_file():
+            raise ValueError(
+                f"--model {model}: a checkpoint without its {COMPLETE_MARKER} marker, so its writing was "
+                "cut short; pick an earlier checkpoint"
+            )
+        return str(path / "model")
     run = RunDir(path)
     if not run.checkpoints_dir.is_dir():
         return str(path)
@@ -82,8 +90,8 @@ def eval_command(
     model: str = typer.Option(
         "embedded",
         "--model",
-        help="Model directory, .gguf file, run directory of `azr train` (its latest checkpoint), or a "
-        "named model: 'embedded' (SmolLM2-135M-Instruct), 'qwen2.5-coder-0.5b' (see `azr models list`).",
+        help="Model directory, .gguf file, run directory of `azr train` (its latest checkpoint), one "
+        "checkpoint folder (RUN/checkpoints/step_N), or a named model: 'embedded' (SmolLM2-135M-Instruct), 'qwen2.5-coder-0.5b' (see `azr models list`).",
     ),
     benchmarks: str = typer.Option(
         ...,
