@@ -25,6 +25,12 @@ advantage summed over the wrong guesses and over the right ones. Unless `optim.m
 is on, the update trains those guesses with that advantage, and a positive sum over wrong ones teaches
 wrong outputs exactly where a deduction solver answers. Guesses and outputs are compared as Python
 literals, or as canonical source when either is no literal.
+
+The fifth table reads the deduction and abduction buffers window by window (by the step that made each
+task): how many tasks map a number to that number plus or minus one, and the share of the window's most
+common output. Either rising means the proposer has narrowed to one behaviour under many program texts,
+which `selfplay.distinct_programs` (a text key) cannot see and which a solver learns to answer without
+reading the program.
 """
 
 from __future__ import annotations
@@ -188,6 +194,52 @@ def guessed_outputs(samples_by_step: dict[int, list[dict[str, Any]]], window: in
     ]
 
 
+@dataclass(frozen=True)
+class BehaviourWindow:
+    first_step: int
+    last_step: int
+    task_type: str
+    tasks: int
+    off_by_one: int  # a single number in, that number plus or minus one out
+    top_output_share: float  # share of the window's tasks with its most common output
+
+
+def _number(source: str) -> float | None:
+    try:
+        value = ast.literal_eval(source)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def behaviour_windows(tasks: list[Any], window: int) -> list[BehaviourWindow]:
+    """Off-by-one tasks and the most common output, per window (by the step that made the task) and type."""
+    groups: dict[tuple[int, str], list[Any]] = {}
+    for task in tasks:
+        if task.task_type in ("deduction", "abduction") and task.step > 0:
+            groups.setdefault(((task.step - 1) // window, task.task_type), []).append(task)
+    rows = []
+    for (index, task_type), members in sorted(groups.items()):
+        off_by_one = 0
+        for task in members:
+            given, made = _number(task.input), _number(task.output)
+            off_by_one += given is not None and made is not None and abs(made - given) == 1
+        top = Counter(task.output for task in members).most_common(1)[0][1]
+        rows.append(
+            BehaviourWindow(
+                index * window + 1,
+                (index + 1) * window,
+                task_type,
+                len(members),
+                off_by_one,
+                top / len(members),
+            )
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
@@ -215,6 +267,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {row.task_type} | {row.tasks} | {row.programs} | {row.identity} | {row.top3_share:.2f} |"
             )
         print()
+        behaviours = behaviour_windows(data.tasks, args.window)
+        if behaviours:
+            print("| steps | buffer | tasks made | number in, number ± 1 out | most common output's share |")
+            print("|---|---|---|---|---|")
+            for row in behaviours:
+                print(
+                    f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.tasks} | {row.off_by_one} "
+                    f"| {row.top_output_share:.2f} |"
+                )
+            print()
     if data.samples:
         proposals = proposal_windows(data.samples, args.window)
         if proposals:  # a solver-only run proposes nothing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -133,3 +133,24 @@ def test_guessed_outputs_are_compared_as_values_and_summed_per_window(signal: Mo
     assert first.advantage_right == pytest.approx(0.25)
     assert (second.first_step, second.guesses, second.wrong, second.advantage_wrong) == (3, 1, 1, -1.0)
     assert second.advantage_right == 0.0
+
+
+def test_off_by_one_tasks_and_the_top_output_are_counted_per_window(signal: ModuleType) -> None:
+    def task(task_type: str, step: int, given: str, made: str) -> SimpleNamespace:
+        return SimpleNamespace(task_type=task_type, step=step, input=given, output=made)
+
+    tasks = [
+        task("deduction", 0, "1", "2"),  # a seed: made by no step
+        task("deduction", 1, "70", "71"),
+        task("deduction", 2, "-400", "-401"),
+        task("deduction", 2, "True", "False"),  # booleans are no numbers here
+        task("deduction", 2, "'a'", "'High'"),
+        task("abduction", 3, "2.5", "3.5"),
+        task("abduction", 4, "[1]", "'High'"),
+        task("induction", 3, "1", "2"),  # induction has no single input
+    ]
+    rows = [
+        (r.first_step, r.task_type, r.tasks, r.off_by_one, r.top_output_share)
+        for r in signal.behaviour_windows(tasks, window=2)
+    ]
+    assert rows == [(1, "deduction", 4, 2, 0.25), (3, "abduction", 2, 1, 0.5)]
