@@ -91,7 +91,8 @@ def eval_command(
         "embedded",
         "--model",
         help="Model directory, .gguf file, run directory of `azr train` (its latest checkpoint), one "
-        "checkpoint folder (RUN/checkpoints/step_N), or a named model: 'embedded' (SmolLM2-135M-Instruct), 'qwen2.5-coder-0.5b' (see `azr models list`).",
+        "checkpoint folder (RUN/checkpoints/step_N), or a named model: 'embedded' "
+        "(SmolLM2-135M-Instruct), 'qwen2.5-coder-0.5b' (see `azr models list`).",
     ),
     benchmarks: str = typer.Option(
         ...,
