@@ -8,14 +8,17 @@ identity tasks gives), for induction a program that returns its argument or the 
 probe ships which tasks one of them solves (`azr/data/probe/shortcuts.json`, judged in the sandbox by the
 task type's own check): constant or identity-like programs; the others are shortcut-proof. Then, for
 every results file (`azr eval` on the probe): the score, how many deduction and abduction answers are
-copies, and the score on the shortcut-proof tasks alone with the sign test against the first file on them
-(`azr compare` prints the same rows). A rise there is not a shortcut; a rise on the shortcut-solvable tasks
+copies, how many deduction answers to a task whose input is one number are that number plus or minus one
+(what a solver trained on off-by-one tasks answers without reading the program), and the score on the
+shortcut-proof tasks alone with the sign test against the first file on them (`azr compare` prints the
+same rows). A rise there is not a shortcut; a rise on the shortcut-solvable tasks
 alone may be.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,12 +45,29 @@ def same_value(answer: Any, copy: str) -> bool:
     return normalize_arguments(str(answer)) == normalize_arguments(copy)
 
 
+def _number(source: Any) -> float | None:
+    try:
+        value = ast.literal_eval(str(source).strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def off_by_one(answer: Any, task: Task) -> bool:
+    """Whether a deduction answer is the task's single number input plus or minus one."""
+    given, said = _number(task.input), _number(answer) if answer is not None else None
+    return given is not None and said is not None and abs(said - given) == 1
+
+
 @dataclass(frozen=True)
 class SplitScore:
     task_type: str
     problems: int
     right: int
     copies: int | None  # deduction and abduction answers that give the question back
+    off_by_one: int | None  # deduction answers that are the single number input plus or minus one
     proof_problems: int  # shortcut-proof tasks
     proof_right: int
     proof_gained: int | None  # against the first file, on the shortcut-proof tasks
@@ -76,6 +96,9 @@ def split_scores(
             copies = sum(
                 same_value(r.get("answer"), copy_answer(task_type, tasks[r["id"]].task)) for r in mine
             )
+        shifted = None
+        if task_type == "deduction":
+            shifted = sum(off_by_one(r.get("answer"), tasks[r["id"]].task) for r in mine)
         gained = lost = p = None
         if base_records is not None:
             proof_ids = {r["id"] for r in proof}
@@ -91,6 +114,7 @@ def split_scores(
                 problems=len(mine),
                 right=sum(map(is_right, mine)),
                 copies=copies,
+                off_by_one=shifted,
                 proof_problems=len(proof),
                 proof_right=sum(map(is_right, proof)),
                 proof_gained=gained,
@@ -103,18 +127,19 @@ def split_scores(
 
 def table(rows: list[tuple[str, SplitScore]]) -> list[str]:
     lines = [
-        "| results | type | score | copy answers | shortcut-proof tasks: score | gained / lost vs first "
-        "| sign p |",
-        "|---|---|---|---|---|---|---|",
+        "| results | type | score | copy answers | number ± 1 answers | shortcut-proof tasks: score "
+        "| gained / lost vs first | sign p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, s in rows:
         versus = "—" if s.proof_gained is None else f"{s.proof_gained} / {s.proof_lost}"
         p = "—" if s.proof_p is None else f"{s.proof_p:.3g}"
         proof = 100 * s.proof_right / max(s.proof_problems, 1)
         copies = "—" if s.copies is None else s.copies
+        shifted = "—" if s.off_by_one is None else s.off_by_one
         lines.append(
             f"| {name} | {s.task_type} | {s.right}/{s.problems} = {100 * s.right / s.problems:.1f}% "
-            f"| {copies} | {s.proof_right}/{s.proof_problems} = {proof:.1f}% | {versus} | {p} |"
+            f"| {copies} | {shifted} | {s.proof_right}/{s.proof_problems} = {proof:.1f}% | {versus} | {p} |"
         )
     return lines
 

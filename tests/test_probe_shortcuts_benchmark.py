@@ -32,6 +32,15 @@ def test_copies_are_recognised_up_to_quotes_and_spacing(copies: ModuleType) -> N
     assert not copies.same_value(None, "1")
 
 
+def test_off_by_one_answers_need_a_single_number_input(copies: ModuleType) -> None:
+    counting = Task("def f(n):\n    return n < 75", "70", "True")
+    assert copies.off_by_one("71", counting) and copies.off_by_one(" 69.0", counting)
+    assert not copies.off_by_one("70", counting) and not copies.off_by_one("True", counting)
+    assert not copies.off_by_one(None, counting)
+    assert not copies.off_by_one("3", Task("def f(a, b):\n    return a", "2, 9", "2"))
+    assert not copies.off_by_one("1", Task("def f(b):\n    return b", "True", "True"))
+
+
 def record(task_id: str, correct: bool, answer: str) -> dict:
     return {
         "benchmark": f"probe-{task_id.split('-')[0]}",
@@ -59,6 +68,7 @@ def test_scores_split_into_copy_solvable_and_copy_proof_tasks(copies: ModuleType
     assert (abduction.proof_problems, abduction.proof_right) == (1, 0)
     assert (abduction.proof_gained, abduction.proof_lost) == (0, 1)
     assert (deduction.right, deduction.copies, deduction.proof_right, deduction.proof_lost) == (1, 0, 1, 0)
+    assert deduction.off_by_one == 0 and abduction.off_by_one is None
     (first,) = [s for s in copies.split_scores(base, None, TASKS, solvable) if s.task_type == "abduction"]
     assert first.proof_gained is None and first.proof_p is None
 
