@@ -18,14 +18,13 @@ alone may be.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from azr.evaluation.compare import compare_records, load_records
-from azr.parsing import normalize_arguments
+from azr.parsing import normalize_arguments, number_literal
 from azr.probe import PROBE_TYPES, ProbeTask, load_probe, probe_task_type, shortcut_solvable_ids
 from azr.tasks import Task
 
@@ -45,19 +44,9 @@ def same_value(answer: Any, copy: str) -> bool:
     return normalize_arguments(str(answer)) == normalize_arguments(copy)
 
 
-def _number(source: Any) -> float | None:
-    try:
-        value = ast.literal_eval(str(source).strip())
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
 def off_by_one(answer: Any, task: Task) -> bool:
     """Whether a deduction answer is the task's single number input plus or minus one."""
-    given, said = _number(task.input), _number(answer) if answer is not None else None
+    given, said = number_literal(task.input), number_literal(str(answer)) if answer is not None else None
     return given is not None and said is not None and abs(said - given) == 1
 
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from azr.parsing import assert_call, program_key
+from azr.parsing import assert_call, number_literal, program_key
 from azr.report import RunData
 from azr.tasks.base import IDENTITY_PROGRAM, SHORTCUT_REASON
 
@@ -204,16 +204,6 @@ class BehaviourWindow:
     top_output_share: float  # share of the window's tasks with its most common output
 
 
-def _number(source: str) -> float | None:
-    try:
-        value = ast.literal_eval(source)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
 def behaviour_windows(tasks: list[Any], window: int) -> list[BehaviourWindow]:
     """Off-by-one tasks and the most common output, per window (by the step that made the task) and type."""
     groups: dict[tuple[int, str], list[Any]] = {}
@@ -224,7 +214,7 @@ def behaviour_windows(tasks: list[Any], window: int) -> list[BehaviourWindow]:
     for (index, task_type), members in sorted(groups.items()):
         off_by_one = 0
         for task in members:
-            given, made = _number(task.input), _number(task.output)
+            given, made = number_literal(task.input), number_literal(task.output)
             off_by_one += given is not None and made is not None and abs(made - given) == 1
         top = Counter(task.output for task in members).most_common(1)[0][1]
         rows.append(

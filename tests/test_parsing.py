@@ -20,6 +20,7 @@ from azr.parsing import (
     fenced_blocks,
     normalize_arguments,
     normalize_program,
+    number_literal,
     program_key,
     think_answer,
 )
@@ -231,3 +232,9 @@ def test_the_asserted_output_span_is_what_follows_the_call() -> None:
     assert guessed("assert f(3)") is None
     assert guessed("print(f(3))") is None
     assert guessed("assert f(3) == (") is None  # does not parse
+
+
+def test_number_literal_reads_numbers_only() -> None:
+    assert number_literal(" 70") == 70 and number_literal("-2.5") == -2.5
+    assert number_literal("True") is None and number_literal("'7'") is None
+    assert number_literal("[1]") is None and number_literal("1 +") is None

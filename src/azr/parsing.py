@@ -164,6 +164,17 @@ def program_key(program: str) -> str:
         return normalize_program(program)
 
 
+def number_literal(text: str) -> int | float | None:
+    """The number a Python literal spells (`70`, ` -2.5`), or None for anything else, booleans included."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
 def normalize_arguments(arguments: str) -> str:
     """A canonical form of an argument list, e.g. `"a" ,1` and `'a', 1` become the same."""
     call = _call_of(f"f({arguments})") if len(arguments) <= MAX_EXPRESSION_CHARS else None
