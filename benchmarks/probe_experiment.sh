@@ -12,6 +12,8 @@
 #   bash benchmarks/probe_experiment.sh train strict 60     # ... and no task a shortcut answer solves
 #   bash benchmarks/probe_experiment.sh train strict-control 60   # the control without such tasks
 #   bash benchmarks/probe_experiment.sh train masked 60     # strict, guessed outputs not trained
+#   bash benchmarks/probe_experiment.sh train kl 60         # masked, held near the base model by a KL term
+#   bash benchmarks/probe_experiment.sh train behaviour 60  # kl, copies told by what programs do
 #
 # RUNS (default runs/) holds the run directories probe-<arm>; results go to RESULTS (default
 # benchmarks/results): probe-{base,<arm>}.json (the probe) and probe-{base,<arm>}-crux.json (CRUXEval-O/I
@@ -60,6 +62,15 @@ STRICT_CONTROL=("${CONTROL[@]}" --set selfplay.reject_shortcut_tasks=true)
 # sandbox computes the real ones): trained with the proposal's advantage, mostly wrong guesses raise wrong
 # answers where a deduction solver answers, and deduction fell in every self-play arm.
 MASKED=("${STRICT[@]}" --set optim.mask_unchecked_outputs=true)
+# The masked arm with a KL term to the base model (k3, per-token mean, as the policy term): every longer arm
+# rose by step 35 and fell later, as its proposer narrowed and its solver learnt that narrow set's
+# shortcuts. Where a token's advantage keeps its sign, the KL gradient balances the policy one at a
+# log-ratio of about advantage / kl_coef, so 0.5 lets a token's probability move about e^2 and no further.
+KL=("${MASKED[@]}" --set optim.kl_coef=0.5)
+# The kl arm whose buffers tell programs apart by behaviour (`selfplay.distinct_behaviour`): outputs on
+# canonical arguments of the input's types. The masked arm's proposer narrowed to `n + 1` behind ever new
+# thresholds, each a new program text; by behaviour, 10 of its 31 deduction tasks of steps 71-80 were new.
+BEHAVIOUR=("${KL[@]}" --set selfplay.distinct_behaviour=true)
 
 run_dir() { echo "$RUNS/probe-$1"; }
 
@@ -76,7 +87,9 @@ train() {
             strict) "$AZR" train "${STRICT[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
             strict-control) "$AZR" train "${STRICT_CONTROL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
             masked) "$AZR" train "${MASKED[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
-            *) echo "unknown arm $arm: selfplay, distinct, control, strict, strict-control or masked" >&2; exit 2 ;;
+            kl) "$AZR" train "${KL[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            behaviour) "$AZR" train "${BEHAVIOUR[@]}" "${COMMON[@]}" --steps "$steps" --run-dir "$dir" ;;
+            *) echo "unknown arm $arm: selfplay, distinct, control, strict, strict-control, masked, kl or behaviour" >&2; exit 2 ;;
         esac
     fi
 }
@@ -102,8 +115,8 @@ compare() {
 }
 
 case "${1:-}" in
-    train) train "${2:?an arm: selfplay, distinct, control, strict, strict-control or masked}" "${3:?steps}" ;;
+    train) train "${2:?an arm: selfplay, distinct, control, strict, strict-control, masked, kl or behaviour}" "${3:?steps}" ;;
     eval) evaluate "${2:?base or an arm}" ;;
     compare) compare "${2:?an arm}" ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

@@ -28,9 +28,11 @@ literals, or as canonical source when either is no literal.
 
 The fifth table reads the deduction and abduction buffers window by window (by the step that made each
 task): how many tasks map a number to that number plus or minus one, and the share of the window's most
-common output. Either rising means the proposer has narrowed to one behaviour under many program texts,
-which `selfplay.distinct_programs` (a text key) cannot see and which a solver learns to answer without
-reading the program.
+common output, and how many behave unlike every earlier task of their buffer (`azr.behaviour`: their
+outputs on canonical arguments, run in the sandbox; the program text where a program has no such key).
+A falling count of new behaviours, or either of the others rising, means the proposer has narrowed to one
+behaviour under many program texts, which `selfplay.distinct_programs` (a text key) cannot see and which
+a solver learns to answer without reading the program.
 """
 
 from __future__ import annotations
@@ -202,16 +204,28 @@ class BehaviourWindow:
     tasks: int
     off_by_one: int  # a single number in, that number plus or minus one out
     top_output_share: float  # share of the window's tasks with its most common output
+    new_behaviours: int  # tasks whose behaviour key no earlier task of the buffer has
 
 
-def behaviour_windows(tasks: list[Any], window: int) -> list[BehaviourWindow]:
-    """Off-by-one tasks and the most common output, per window (by the step that made the task) and type."""
+def behaviour_windows(tasks: list[Any], window: int, keys: list[str]) -> list[BehaviourWindow]:
+    """Off-by-one tasks, the most common output and new behaviours (`keys`, one per task), per window (by
+    the step that made the task) and type. The seed tasks (step 0) count as earlier than every window."""
     groups: dict[tuple[int, str], list[Any]] = {}
-    for task in tasks:
-        if task.task_type in ("deduction", "abduction") and task.step > 0:
-            groups.setdefault(((task.step - 1) // window, task.task_type), []).append(task)
+    seen: dict[str, set[str]] = {}
+    new: set[int] = set()
+    for position in sorted(range(len(tasks)), key=lambda i: tasks[i].step):
+        task = tasks[position]
+        if task.task_type not in ("deduction", "abduction"):
+            continue
+        known = seen.setdefault(task.task_type, set())
+        if keys[position] not in known:
+            known.add(keys[position])
+            new.add(position)
+        if task.step > 0:
+            groups.setdefault(((task.step - 1) // window, task.task_type), []).append(position)
     rows = []
-    for (index, task_type), members in sorted(groups.items()):
+    for (index, task_type), positions in sorted(groups.items()):
+        members = [tasks[position] for position in positions]
         off_by_one = 0
         for task in members:
             given, made = number_literal(task.input), number_literal(task.output)
@@ -225,9 +239,31 @@ def behaviour_windows(tasks: list[Any], window: int) -> list[BehaviourWindow]:
                 len(members),
                 off_by_one,
                 top / len(members),
+                len(new.intersection(positions)),
             )
         )
     return rows
+
+
+def behaviour_keys(tasks: list[Any]) -> list[str]:
+    """Each task's behaviour key (`azr.behaviour`), run in the sandbox, or its program text's key where
+    it has none; induction tasks, which the behaviour table leaves out, get their text key unrun."""
+    from azr.behaviour import submit_behaviour_key
+    from azr.executor import Executor
+    from azr.tasks import Task
+
+    with Executor() as executor:
+        futures = [
+            submit_behaviour_key(executor, Task(task.program, task.input, task.output))
+            if task.task_type in ("deduction", "abduction")
+            else None
+            for task in tasks
+        ]
+        behaviours = [future.result() if future is not None else None for future in futures]
+    return [
+        f"behaviour {behaviour}" if behaviour is not None else f"text {program_key(task.program)}"
+        for task, behaviour in zip(tasks, behaviours, strict=True)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,14 +293,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {row.task_type} | {row.tasks} | {row.programs} | {row.identity} | {row.top3_share:.2f} |"
             )
         print()
-        behaviours = behaviour_windows(data.tasks, args.window)
+        behaviours = behaviour_windows(data.tasks, args.window, behaviour_keys(data.tasks))
         if behaviours:
-            print("| steps | buffer | tasks made | number in, number ± 1 out | most common output's share |")
-            print("|---|---|---|---|---|")
+            print(
+                "| steps | buffer | tasks made | new behaviours | number in, number ± 1 out "
+                "| most common output's share |"
+            )
+            print("|---|---|---|---|---|---|")
             for row in behaviours:
                 print(
-                    f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.tasks} | {row.off_by_one} "
-                    f"| {row.top_output_share:.2f} |"
+                    f"| {row.first_step}-{row.last_step} | {row.task_type} | {row.tasks} "
+                    f"| {row.new_behaviours} | {row.off_by_one} | {row.top_output_share:.2f} |"
                 )
             print()
     if data.samples:

@@ -117,6 +117,13 @@ def test_a_program_copy_reward_needs_programs_compared():
     assert config.rewards.program_copy_reward == -0.5
 
 
+def test_behaviour_keys_need_programs_compared():
+    with pytest.raises(ConfigError, match=r"distinct_behaviour needs selfplay\.distinct_programs: true"):
+        load_config("tiny-cpu", ["selfplay.distinct_behaviour=true"])
+    config = load_config("tiny-cpu", ["selfplay.distinct_behaviour=true", "selfplay.distinct_programs=true"])
+    assert config.selfplay.distinct_behaviour
+
+
 def test_prompt_version_resolves_to_the_newest_and_is_recorded():
     from azr.prompts import latest_version
 

@@ -81,6 +81,20 @@ def test_the_masked_arm_is_the_strict_arm_whose_guessed_outputs_are_not_trained(
     assert masked[masked.index("--run-dir") + 1].endswith("runs/probe-masked")
 
 
+def test_the_kl_arm_adds_a_kl_term_and_the_behaviour_arm_behaviour_keys(tmp_path: Path) -> None:
+    (masked,) = commands(tmp_path, "train", "masked", "60")
+    (kl,) = commands(tmp_path, "train", "kl", "60")
+    (behaviour,) = commands(tmp_path, "train", "behaviour", "60")
+    a, b, c = config_of(masked), config_of(kl), config_of(behaviour)
+    assert (a.optim.kl_coef, b.optim.kl_coef) == (0.0, 0.5)
+    assert a.model_copy(update={"optim": b.optim}) == b
+    assert a.optim.model_copy(update={"kl_coef": 0.5}) == b.optim
+    assert (b.selfplay.distinct_behaviour, c.selfplay.distinct_behaviour) == (False, True)
+    assert b.selfplay.model_copy(update={"distinct_behaviour": True}) == c.selfplay
+    assert b.model_copy(update={"selfplay": c.selfplay}) == c
+    assert behaviour[behaviour.index("--run-dir") + 1].endswith("runs/probe-behaviour")
+
+
 def test_the_strict_arms_add_only_the_shortcut_rejection(tmp_path: Path) -> None:
     pairs = {"distinct": "strict", "control": "strict-control"}
     for plain_arm, strict_arm in pairs.items():

@@ -149,8 +149,26 @@ def test_off_by_one_tasks_and_the_top_output_are_counted_per_window(signal: Modu
         task("abduction", 4, "[1]", "'High'"),
         task("induction", 3, "1", "2"),  # induction has no single input
     ]
+    keys = ["a", "a", "b", "a", "c", "a", "a", "z"]
     rows = [
-        (r.first_step, r.task_type, r.tasks, r.off_by_one, r.top_output_share)
-        for r in signal.behaviour_windows(tasks, window=2)
+        (r.first_step, r.task_type, r.tasks, r.new_behaviours, r.off_by_one, r.top_output_share)
+        for r in signal.behaviour_windows(tasks, window=2, keys=keys)
     ]
-    assert rows == [(1, "deduction", 4, 2, 0.25), (3, "abduction", 2, 1, 0.5)]
+    # New behaviours: the seed's key "a" is known before step 1; each buffer keeps its own keys.
+    assert rows == [(1, "deduction", 4, 2, 2, 0.25), (3, "abduction", 2, 1, 1, 0.5)]
+
+
+def test_behaviour_keys_tell_programs_by_what_they_do(signal: ModuleType) -> None:
+    def task(task_type: str, program: str, given: str) -> SimpleNamespace:
+        return SimpleNamespace(task_type=task_type, program=program, input=given, output="0")
+
+    keys = signal.behaviour_keys(
+        [
+            task("deduction", "def f(n):\n    return n + 1", "3"),
+            task("deduction", "def f(x):\n    if x > 5000:\n        return 0\n    return x + 1", "9"),
+            task("deduction", "def f(n):\n    return n + 2", "3"),
+            task("induction", "def f(n):\n    return n + 1", "3"),
+        ]
+    )
+    assert keys[0] == keys[1] != keys[2]
+    assert keys[0].startswith("behaviour ") and keys[3].startswith("text ")

@@ -237,6 +237,53 @@ def test_distinct_programs_counts_renamed_copies_as_duplicates(make_trainer, dis
     assert all(m["buffer_added/abduction"] == B for m in metrics)
 
 
+def thresholded_increments() -> Callable[[str, str, str], str]:
+    """Deduction proposals: `n + 1` behind a new threshold above 1000 each time (new program text, one
+    behaviour on small numbers), every B-th call `y * 3 + 7919`; the other types as
+    `distinct_valid_proposals`."""
+    counter = itertools.count(1)
+    others = distinct_valid_proposals()
+
+    def respond(task_type: str, role: str, prompt: str) -> str:
+        if task_type == "deduction" and role == "propose":
+            k = next(counter)
+            if k % B == 0:
+                return "y):\n    return y * 3 + 7919\nassert f(2) == 0"
+            return f"n):\n    if n > {1000 + k}:\n        return n + 2\n    return n + 1\nassert f({k}) == 0"
+        return others(task_type, role, prompt)
+
+    return respond
+
+
+@pytest.mark.parametrize("behaviour", [False, True])
+def test_distinct_behaviour_counts_programs_that_act_alike_as_duplicates(
+    make_trainer, behaviour: bool
+) -> None:
+    trainer = make_trainer(
+        thresholded_increments(),
+        "selfplay.seed_file=null",
+        "selfplay.distinct_programs=true",
+        f"selfplay.distinct_behaviour={str(behaviour).lower()}",
+    )
+    metrics = [trainer.train_step() for _ in range(2)]
+    programs = [task.program for task in trainer.buffers["deduction"].tasks]
+    increments = [program for program in programs if "return n + 1" in program]
+    if behaviour:
+        # The first thresholded increment is stored; every later one behaves like it on canonical numbers.
+        assert len(increments) == 1
+        assert [m["program_copies/deduction"] for m in metrics] == [1, B]
+    else:
+        assert len(increments) == 2 * (B - 1)  # each threshold is a new program text
+        assert [m["program_copies/deduction"] for m in metrics] == [0, 1]
+    assert sum("y * 3" in program for program in programs) == 1
+    # A copy's learnability is measured on the task it copies, which the buffer holds.
+    proposed = [r for step in (1, 2) for r in samples(trainer, step) if r["role"] == "propose"]
+    stored_ids = {task.task_id for task in trainer.buffers["deduction"].tasks}
+    copies = [r for r in proposed if r["program_copy"] and r["task_type"] == "deduction"]
+    assert len(copies) == (1 + B if behaviour else 1)
+    assert all(r["task_id"] in stored_ids for r in copies)
+
+
 def test_a_program_copy_reward_replaces_the_learnability_of_copies_only(make_trainer) -> None:
     trainer = make_trainer(
         renamed_identities(),

@@ -181,6 +181,14 @@ class SelfPlayConfig(_Strict):
         "not stored, its learnability measured on the stored task. Off: duplicates are exact copies only, "
         "so a renamed copy of a reference (often the identity task) counts as a new task.",
     )
+    distinct_behaviour: bool = Field(
+        False,
+        description="With `distinct_programs`: two programs are one when they give the same outputs (or fail "
+        "the same way) on canonical arguments of their input's types (`azr.behaviour`: 8 calls in the "
+        "sandbox per program), so a proposal that behaves like a buffer task is a duplicate of it however "
+        "it is written; a program that runs on fewer than 2 of them is compared by its text. A resumed run "
+        "runs its buffers' programs once more (their keys are not stored).",
+    )
     reject_shortcut_tasks: bool = Field(
         False,
         description="Validation rejects a task that an answer never reading its program solves (reason "
@@ -396,6 +404,11 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "rewards.program_copy_reward needs selfplay.distinct_programs: true (only then is a proposal "
                 "compared with its buffer's programs)"
+            )
+        if self.selfplay.distinct_behaviour and not self.selfplay.distinct_programs:
+            raise ValueError(
+                "selfplay.distinct_behaviour needs selfplay.distinct_programs: true (it changes how programs "
+                "are compared, and only then are they)"
             )
         if self.generation.backend == "vllm" and not self.optim.recompute_logprobs:
             raise ValueError(

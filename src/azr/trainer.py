@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
+from azr.behaviour import behaviour_cache_key, submit_behaviour_key
 from azr.buffer import TaskBuffer, open_buffers, task_key
 from azr.config import ConfigError, TrainConfig
 from azr.data_parallel import (
@@ -158,6 +159,7 @@ class Trainer:
         self.reference_model = load_frozen_reference(config.model) if config.optim.kl_coef > 0 else None
         self.executor = Executor(config.executor)
         self.buffers = open_buffers(run.buffer_path, self.task_types, cap=config.selfplay.buffer_cap)
+        self._behaviour_keys: dict[str, str | None] = {}  # `_duplicate_keys`' cache, by `behaviour_cache_key`
         self.safety = SafetyMonitor(config.safety, run.root / FLAGS_FILENAME)
         self.safety_stop: SafetyStop | None = None  # set by a step whose flag rate passed the limit
         if resume:
@@ -275,22 +277,45 @@ class Trainer:
         return added
 
     def _program_copies(self, buffer: TaskBuffer, proposals: Sequence[Rollout]) -> dict[int, Task]:
-        """With `selfplay.distinct_programs`: the valid proposals whose program (`program_key`) the buffer
+        """With `selfplay.distinct_programs`: the valid proposals whose program (`_duplicate_keys`) the buffer
         or an earlier proposal of the step has, each with the task it copies (by `id` of the rollout)."""
         if not self.config.selfplay.distinct_programs:
             return {}
+        stored = list(buffer.tasks)
+        proposed = [proposal.validation.task for proposal in proposals]
+        keys = self._duplicate_keys(stored + proposed)
         programs: dict[str, Task] = {}
-        for task in buffer.tasks:
-            programs.setdefault(program_key(task.program), task)
+        for task, key in zip(stored, keys, strict=False):
+            programs.setdefault(key, task)
         copied = {}
-        for proposal in proposals:
-            key = program_key(proposal.validation.task.program)
+        for proposal, key in zip(proposals, keys[len(stored) :], strict=True):
             if key in programs:
                 copied[id(proposal)] = programs[key]
                 proposal.program_copy = True
             else:
                 programs[key] = proposal.validation.task
         return copied
+
+    def _duplicate_keys(self, tasks: Sequence[Task]) -> list[str]:
+        """What makes two tasks one program: its text up to names and layout (`program_key`) or, with
+        `selfplay.distinct_behaviour`, its outputs on canonical arguments (`azr.behaviour`) where it has
+        them. Behaviour keys are run in the sandbox once per program and input types, then remembered."""
+        if not self.config.selfplay.distinct_behaviour:
+            return [program_key(task.program) for task in tasks]
+        missing = {}
+        for task in tasks:
+            cache_key = behaviour_cache_key(task)
+            if cache_key not in self._behaviour_keys and cache_key not in missing:
+                missing[cache_key] = submit_behaviour_key(self.executor, task)
+        for cache_key, future in missing.items():
+            self._behaviour_keys[cache_key] = future.result()
+        keys = []
+        for task in tasks:
+            behaviour = self._behaviour_keys[behaviour_cache_key(task)]
+            keys.append(
+                f"behaviour {behaviour}" if behaviour is not None else f"text {program_key(task.program)}"
+            )
+        return keys
 
     def solve(self, proposals: Sequence[Rollout]) -> list[Rollout]:
         """Generation call 2: the solver batch of every type and the learnability samples of every valid
