@@ -248,7 +248,7 @@ def behaviour_windows(tasks: list[Any], window: int, keys: list[str]) -> list[Be
 def behaviour_keys(tasks: list[Any]) -> list[str]:
     """Each task's behaviour key (`azr.behaviour`), run in the sandbox, or its program text's key where
     it has none; induction tasks, which the behaviour table leaves out, get their text key unrun."""
-    from azr.behaviour import submit_behaviour_key
+    from azr.behaviour import copy_key, submit_behaviour_key
     from azr.executor import Executor
     from azr.tasks import Task
 
@@ -260,10 +260,7 @@ def behaviour_keys(tasks: list[Any]) -> list[str]:
             for task in tasks
         ]
         behaviours = [future.result() if future is not None else None for future in futures]
-    return [
-        f"behaviour {behaviour}" if behaviour is not None else f"text {program_key(task.program)}"
-        for task, behaviour in zip(tasks, behaviours, strict=True)
-    ]
+    return [copy_key(task.program, behaviour) for task, behaviour in zip(tasks, behaviours, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,21 +194,30 @@ def test_a_proposal_on_a_probe_program_keeps_its_reward_but_is_never_stored_or_t
     assert metrics["solver_fresh/deduction"] == 0
 
 
-def renamed_identities() -> Callable[[str, str, str], str]:
-    """Deduction proposals: the identity task under a new parameter name each time, twice a step as
-    `x * 1 + 7919`; the other types as `distinct_valid_proposals`."""
+def scripted_deductions(propose: Callable[[int], str]) -> Callable[[str, str, str], str]:
+    """Deduction proposals `propose(k)` for the k-th deduction proposer call (from 1); the other types
+    as `distinct_valid_proposals`."""
     counter = itertools.count(1)
     others = distinct_valid_proposals()
 
     def respond(task_type: str, role: str, prompt: str) -> str:
         if task_type == "deduction" and role == "propose":
-            k = next(counter)
-            if k % B == 0:
-                return "y):\n    return y * 1 + 7919\nassert f(1) == 0"
-            return f"name{k}):\n    return name{k}\nassert f({k}) == 0"
+            return propose(next(counter))
         return others(task_type, role, prompt)
 
     return respond
+
+
+def renamed_identities() -> Callable[[str, str, str], str]:
+    """Deduction proposals: the identity task under a new parameter name each time, twice a step as
+    `x * 1 + 7919`; the other types as `distinct_valid_proposals`."""
+    return scripted_deductions(
+        lambda k: (
+            "y):\n    return y * 1 + 7919\nassert f(1) == 0"
+            if k % B == 0
+            else f"name{k}):\n    return name{k}\nassert f({k}) == 0"
+        )
+    )
 
 
 @pytest.mark.parametrize("distinct", [False, True])
@@ -241,18 +250,13 @@ def thresholded_increments() -> Callable[[str, str, str], str]:
     """Deduction proposals: `n + 1` behind a new threshold above 1000 each time (new program text, one
     behaviour on small numbers), every B-th call `y * 3 + 7919`; the other types as
     `distinct_valid_proposals`."""
-    counter = itertools.count(1)
-    others = distinct_valid_proposals()
-
-    def respond(task_type: str, role: str, prompt: str) -> str:
-        if task_type == "deduction" and role == "propose":
-            k = next(counter)
-            if k % B == 0:
-                return "y):\n    return y * 3 + 7919\nassert f(2) == 0"
-            return f"n):\n    if n > {1000 + k}:\n        return n + 2\n    return n + 1\nassert f({k}) == 0"
-        return others(task_type, role, prompt)
-
-    return respond
+    return scripted_deductions(
+        lambda k: (
+            "y):\n    return y * 3 + 7919\nassert f(2) == 0"
+            if k % B == 0
+            else f"n):\n    if n > {1000 + k}:\n        return n + 2\n    return n + 1\nassert f({k}) == 0"
+        )
+    )
 
 
 @pytest.mark.parametrize("behaviour", [False, True])

@@ -20,7 +20,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from azr.futures import done, gather, then
-from azr.parsing import MAX_EXPRESSION_CHARS
+from azr.parsing import MAX_EXPRESSION_CHARS, program_key
 
 if TYPE_CHECKING:
     from azr.executor import ExecResult, Executor
@@ -111,3 +111,9 @@ def submit_behaviour_key(executor: Executor, task: Task) -> Future[str | None]:
     if arguments is None:
         return done(None)
     return then(gather(executor.validate_inputs(task.program, arguments)), key_of_results)
+
+
+def copy_key(program: str, behaviour: str | None) -> str:
+    """The key two tasks share when they are one program: its behaviour key where it has one (from
+    `submit_behaviour_key`), else its text up to names and layout (`azr.parsing.program_key`)."""
+    return f"behaviour {behaviour}" if behaviour is not None else f"text {program_key(program)}"

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from transformers.utils import logging as transformers_logging
 
-from azr.behaviour import behaviour_cache_key, submit_behaviour_key
+from azr.behaviour import behaviour_cache_key, copy_key, submit_behaviour_key
 from azr.buffer import TaskBuffer, open_buffers, task_key
 from azr.config import ConfigError, TrainConfig
 from azr.data_parallel import (
@@ -302,20 +302,17 @@ class Trainer:
         them. Behaviour keys are run in the sandbox once per program and input types, then remembered."""
         if not self.config.selfplay.distinct_behaviour:
             return [program_key(task.program) for task in tasks]
+        cache_keys = [behaviour_cache_key(task) for task in tasks]
         missing = {}
-        for task in tasks:
-            cache_key = behaviour_cache_key(task)
+        for task, cache_key in zip(tasks, cache_keys, strict=True):
             if cache_key not in self._behaviour_keys and cache_key not in missing:
                 missing[cache_key] = submit_behaviour_key(self.executor, task)
         for cache_key, future in missing.items():
             self._behaviour_keys[cache_key] = future.result()
-        keys = []
-        for task in tasks:
-            behaviour = self._behaviour_keys[behaviour_cache_key(task)]
-            keys.append(
-                f"behaviour {behaviour}" if behaviour is not None else f"text {program_key(task.program)}"
-            )
-        return keys
+        return [
+            copy_key(task.program, self._behaviour_keys[cache_key])
+            for task, cache_key in zip(tasks, cache_keys, strict=True)
+        ]
 
     def solve(self, proposals: Sequence[Rollout]) -> list[Rollout]:
         """Generation call 2: the solver batch of every type and the learnability samples of every valid
